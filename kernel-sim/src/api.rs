@@ -1,0 +1,1024 @@
+//! The QNX-shaped calls, as methods of [`System`]: a process's handle on one system (arena).
+
+use crate::abi::{
+    chf, Chid, ClientInfo, Coid, MsgInfo, Pid, Pulse, Rcvid, Scoid, ServerInfo, PRIORITY_MAX,
+    PRIORITY_MIN, SIDE_CHANNEL,
+};
+use crate::iomsg;
+use crate::kern::layout::Limits;
+use crate::kern::{self, Kernel, Tuning};
+use crate::shm::{Arena, SystemError};
+use crate::{Errno, Result};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::time::Duration;
+
+pub use crate::kern::WaitMode;
+
+/// The environment variable that names the default system.
+pub const SYSTEM_ENV: &str = "QSIM_SYSTEM";
+
+/// The default spin budget of the adaptive wait mode. DESIGN.md: on this project's 2-vCPU VM a
+/// waiter that spins 2 µs falls into a sleep cascade, one that spins about 20 µs does not.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// How threads wait on a channel: the system's mode, or plain blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ChannelWait {
+    /// Whatever the system was created with (adaptive by default).
+    #[default]
+    System,
+    /// Sleep on a futex at once, on both sides of this channel.
+    Blocking,
+}
+
+/// The name of the default system: `$QSIM_SYSTEM`, or `qsim-<uid>`.
+pub fn default_system_name() -> String {
+    std::env::var(SYSTEM_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("qsim-{}", crate::sys::ids().1))
+}
+
+fn validate_name(name: &str) -> std::result::Result<(), SystemError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SystemError::InvalidName(name.to_owned()))
+    }
+}
+
+/// The file of system `name`.
+pub fn system_path(name: &str) -> PathBuf {
+    Path::new("/dev/shm").join(name)
+}
+
+/// Removes system `name`'s arena file. Processes that still map it keep working on their copy
+/// until they drop it (and see [`SystemError::Unlinked`] if they try to open it again).
+///
+/// # Errors
+///
+/// The OS error from `unlink`, such as `NotFound`.
+pub fn remove_system(name: &str) -> std::io::Result<()> {
+    validate_name(name)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    std::fs::remove_file(system_path(name))
+}
+
+/// Builds a [`System`] handle: creates a system, attaches to one, or either.
+#[derive(Clone, Debug)]
+pub struct SystemBuilder {
+    name: Option<String>,
+    limits: Option<Limits>,
+    wait: WaitMode,
+    tuning: Tuning,
+    init_wait: Duration,
+}
+
+impl Default for SystemBuilder {
+    fn default() -> Self {
+        SystemBuilder {
+            name: None,
+            limits: None,
+            wait: WaitMode::Adaptive(DEFAULT_SPIN),
+            tuning: Tuning::default(),
+            init_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+enum OpenMode {
+    Create,
+    Attach,
+    Either,
+}
+
+impl SystemBuilder {
+    /// A builder for the default system ([`default_system_name`]) with default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Names the system (its file is `/dev/shm/<name>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Asks for these limits: used when creating; when attaching, the existing system's limits
+    /// must equal them ([`SystemError::LimitsMismatch`] otherwise).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+    /// The system's default wait mode, recorded at creation (attaching processes follow the
+    /// system's). Default: adaptive with a 20 µs spin budget.
+    pub fn wait_mode(mut self, mode: WaitMode) -> Self {
+        self.wait = mode;
+        self
+    }
+    /// How often a thread waiting for an arena lock checks whether its holder died (default 5 ms).
+    pub fn lock_poll(mut self, poll: Duration) -> Self {
+        self.tuning.lock_poll = poll;
+        self
+    }
+    /// How long attaching waits for a creator that is still initialising the arena (default 2 s).
+    pub fn init_wait(mut self, wait: Duration) -> Self {
+        self.init_wait = wait;
+        self
+    }
+
+    /// Creates the system; [`SystemError::Exists`] if it exists.
+    pub fn create(self) -> std::result::Result<System, SystemError> {
+        self.build(OpenMode::Create)
+    }
+    /// Attaches to an existing system; [`SystemError::NotFound`] if there is none.
+    pub fn attach(self) -> std::result::Result<System, SystemError> {
+        self.build(OpenMode::Attach)
+    }
+    /// Attaches to the system if it exists (accepting its limits unless limits were given
+    /// explicitly), creates it otherwise.
+    pub fn open(self) -> std::result::Result<System, SystemError> {
+        self.build(OpenMode::Either)
+    }
+
+    fn build(self, mode: OpenMode) -> std::result::Result<System, SystemError> {
+        let name = self.name.clone().unwrap_or_else(default_system_name);
+        validate_name(&name)?;
+        let path = system_path(&name);
+        if let Some(l) = &self.limits {
+            l.validate().map_err(SystemError::InvalidLimits)?;
+        }
+        // Share this process's registration if it has one for this file.
+        if !matches!(mode, OpenMode::Create) {
+            if let Some(inner) = registry_lookup(&path) {
+                self.check_limits(&inner.arena)?;
+                return Ok(System { inner });
+            }
+        }
+        let (wait_code, spin_ns) = match self.wait {
+            WaitMode::Adaptive(d) => (0, d.as_nanos().min(u32::MAX as u128) as u32),
+            WaitMode::Blocking => (1, 0),
+        };
+        let limits = self.limits.unwrap_or_default();
+        let arena = match mode {
+            OpenMode::Create => Arena::create(&path, limits, wait_code, spin_ns)?,
+            OpenMode::Attach => Arena::attach(&path, self.init_wait)?,
+            OpenMode::Either => loop {
+                match Arena::attach(&path, self.init_wait) {
+                    Ok(a) => break a,
+                    Err(SystemError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                match Arena::create(&path, limits, wait_code, spin_ns) {
+                    Ok(a) => break a,
+                    Err(SystemError::Exists(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+        };
+        self.check_limits(&arena)?;
+        let inner = Inner::register(arena, name, self.tuning)?;
+        Ok(System { inner })
+    }
+
+    fn check_limits(&self, arena: &Arena) -> std::result::Result<(), SystemError> {
+        match self.limits {
+            Some(l) if l != *arena.limits() => Err(SystemError::LimitsMismatch {
+                path: arena.path().to_owned(),
+                existing: *arena.limits(),
+                requested: l,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// This process's registration in one system, shared by all its handles.
+struct Inner {
+    arena: Arena,
+    name: String,
+    proc_idx: u32,
+    proc_gen: u32,
+    pid: i32,
+    id: u64,
+    tuning: Tuning,
+    wait: WaitMode,
+}
+
+static REGISTRY: Mutex<Vec<(PathBuf, i32, Weak<Inner>)>> = Mutex::new(Vec::new());
+static NEXT_ID: Mutex<u64> = Mutex::new(1);
+
+/// The token of this process image: kept in private memory, so a registration under our pid but
+/// another token belongs to an image that is gone (as after `exec`).
+fn incarnation() -> u64 {
+    static TOKEN: OnceLock<u64> = OnceLock::new();
+    *TOKEN.get_or_init(crate::sys::random_u64)
+}
+
+fn registry_lookup(path: &Path) -> Option<Arc<Inner>> {
+    let pid = crate::sys::getpid();
+    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    reg.retain(|(_, _, w)| w.strong_count() > 0);
+    // A forked child inherits the parent's entries (other pid): it registers anew.
+    let inner = reg
+        .iter()
+        .find(|(p, rpid, _)| p == path && *rpid == pid)
+        .and_then(|(_, _, w)| w.upgrade())?;
+    if inner.arena.is_unlinked() || !inner.kernel().still_registered() {
+        return None;
+    }
+    Some(inner)
+}
+
+extern "C" fn release_all_at_exit() {
+    let live: Vec<Arc<Inner>> = {
+        let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        reg.iter()
+            .filter_map(|(_, pid, w)| {
+                (*pid == crate::sys::getpid())
+                    .then(|| w.upgrade())
+                    .flatten()
+            })
+            .collect()
+    };
+    for inner in live {
+        inner.kernel().release();
+    }
+}
+
+impl Inner {
+    fn register(
+        arena: Arena,
+        name: String,
+        tuning: Tuning,
+    ) -> std::result::Result<Arc<Inner>, SystemError> {
+        let pid = crate::sys::getpid();
+        let start = crate::sys::process_start_time(pid).unwrap_or(0);
+        let (idx, gen) = Kernel::register(&arena, pid, start, incarnation(), tuning)
+            .ok_or_else(|| SystemError::ProcessTableFull(arena.path().to_owned()))?;
+        let h = arena.header();
+        let wait = if h.wait_mode.load(crate::sync::atomic::Ordering::Relaxed) == 1 {
+            WaitMode::Blocking
+        } else {
+            WaitMode::Adaptive(Duration::from_nanos(
+                h.spin_ns.load(crate::sync::atomic::Ordering::Relaxed) as u64,
+            ))
+        };
+        let id = {
+            let mut n = NEXT_ID.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let inner = Arc::new(Inner {
+            arena,
+            name,
+            proc_idx: idx,
+            proc_gen: gen,
+            pid,
+            id,
+            tuning,
+            wait,
+        });
+        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push((
+            inner.arena.path().to_owned(),
+            pid,
+            Arc::downgrade(&inner),
+        ));
+        static AT_EXIT: Once = Once::new();
+        AT_EXIT.call_once(|| crate::sys::at_exit(release_all_at_exit));
+        tracing::debug!(system = %inner.name, slot = idx, pid, "registered");
+        Ok(inner)
+    }
+
+    fn kernel(&self) -> Kernel<'_> {
+        Kernel {
+            a: &self.arena,
+            me: self.proc_idx,
+            me_gen: self.proc_gen,
+            tuning: self.tuning,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if crate::sys::getpid() == self.pid {
+            self.kernel().release();
+        }
+    }
+}
+
+/// A thread's slot in one system; returned when the thread exits.
+struct TlsSlot {
+    id: u64,
+    sys: Weak<Inner>,
+    slot: u32,
+}
+
+impl Drop for TlsSlot {
+    fn drop(&mut self) {
+        if let Some(inner) = self.sys.upgrade() {
+            inner.kernel().free_thread_slot(self.slot);
+        }
+    }
+}
+
+thread_local! {
+    static SLOTS: RefCell<Vec<TlsSlot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A process's handle on a system. Cheap to clone; every clone (and every `System` opened on the
+/// same system in this process) shares one registration, released when the last is dropped or
+/// when the process exits normally. A `fork`ed child inherits no registration, coids or
+/// channels: it opens the system again and registers anew.
+///
+/// Each thread that calls into the system gets a thread slot (a simulated thread control block)
+/// on first use and gives it back when it exits.
+#[derive(Clone)]
+pub struct System {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("name", &self.inner.name)
+            .field("slot", &self.inner.proc_idx)
+            .finish()
+    }
+}
+
+/// What `msg_receive` produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message: reply to `rcvid`.
+    Message {
+        /// The receive id.
+        rcvid: Rcvid,
+        /// What the kernel tells about the message (`_msg_info`).
+        info: MsgInfo,
+    },
+    /// A pulse (QNX's rcvid 0); its 16-byte wire form is also in the receive buffer.
+    Pulse(Pulse),
+}
+
+impl Received {
+    /// The rcvid as QNX's `MsgReceive` returns it: positive for a message, 0 for a pulse.
+    pub fn rcvid(&self) -> i32 {
+        match self {
+            Received::Message { rcvid, .. } => rcvid.0,
+            Received::Pulse(_) => 0,
+        }
+    }
+}
+
+/// A name registered with [`System::name_attach`] (`name_attach_t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAttach {
+    /// The channel clients reach through the name.
+    pub chid: Chid,
+    /// The full path, `/dev/name/local/<name>`.
+    pub path: String,
+}
+
+/// Where names live in the path space.
+pub const NAME_PREFIX: &str = "/dev/name/local/";
+
+impl System {
+    /// Opens the default system (`$QSIM_SYSTEM`, else `qsim-<uid>`), creating it with default
+    /// limits if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// See [`SystemError`].
+    pub fn open_default() -> std::result::Result<System, SystemError> {
+        SystemBuilder::new().open()
+    }
+
+    /// A builder.
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder::new()
+    }
+
+    /// The system's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The system's limits.
+    pub fn limits(&self) -> Limits {
+        *self.inner.arena.limits()
+    }
+
+    /// The system's default wait mode.
+    pub fn wait_mode(&self) -> WaitMode {
+        self.inner.wait
+    }
+
+    /// This process's pid.
+    pub fn pid(&self) -> Pid {
+        Pid(self.inner.pid)
+    }
+
+    /// Whether the arena file was removed while this handle maps it.
+    pub fn is_unlinked(&self) -> bool {
+        self.inner.arena.is_unlinked()
+    }
+
+    fn k(&self) -> Kernel<'_> {
+        self.inner.kernel()
+    }
+
+    /// The calling thread's slot in this system, allocated on first use.
+    fn slot(&self) -> Result<u32> {
+        let id = self.inner.id;
+        SLOTS
+            .try_with(|v| {
+                let mut v = v.borrow_mut();
+                if let Some(s) = v.iter().find(|s| s.id == id) {
+                    return Ok(s.slot);
+                }
+                v.retain(|s| s.sys.strong_count() > 0);
+                let slot = self.k().alloc_thread_slot(crate::sys::gettid())?;
+                v.push(TlsSlot {
+                    id,
+                    sys: Arc::downgrade(&self.inner),
+                    slot,
+                });
+                Ok(slot)
+            })
+            .unwrap_or(Err(Errno::AGAIN))
+    }
+
+    /// Sets the calling thread's simulated priority (QNX `pthread_setschedprio`), which orders
+    /// send queues and pulses.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` outside 1..=255; `EAGAIN` if the thread cannot get a slot.
+    pub fn set_priority(&self, priority: u8) -> Result<()> {
+        if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
+            return Err(Errno::INVAL);
+        }
+        let slot = self.slot()?;
+        self.k().set_priority(slot, priority);
+        Ok(())
+    }
+
+    // ----- channels -----------------------------------------------------------------------
+
+    /// `ChannelCreate(flags)`: creates a channel owned by this process.
+    ///
+    /// Flags are `chf::*`; unknown bits are accepted, as in QNX 6.4.1. The chid is the lowest free
+    /// number >= 1 of the pool the process's chids, scoids and side-channel coids share.
+    ///
+    /// # Errors
+    ///
+    /// - `EBUSY`: `THREAD_DEATH` or `COID_DISCONNECT` asked for, but the process has a death
+    ///   channel already.
+    /// - `EAGAIN`: no channel object or pool slot left.
+    ///
+    /// # References
+    ///
+    /// QNX `ChannelCreate()`.
+    #[doc(alias = "ChannelCreate")]
+    pub fn channel_create(&self, flags: u32) -> Result<Chid> {
+        self.channel_create_with(flags, ChannelWait::System)
+    }
+
+    /// `ChannelCreate(flags)` with this channel's own wait mode (both the senders and the
+    /// receivers of this channel follow it).
+    ///
+    /// # Errors
+    ///
+    /// As [`System::channel_create`].
+    #[doc(alias = "ChannelCreate")]
+    pub fn channel_create_with(&self, flags: u32, wait: ChannelWait) -> Result<Chid> {
+        let mode = match wait {
+            ChannelWait::System => 2,
+            ChannelWait::Blocking => 1,
+        };
+        self.k().channel_create(flags, mode).map(Chid)
+    }
+
+    /// `ChannelDestroy(chid)`: destroys a channel. SEND-blocked, RECEIVE-blocked and
+    /// REPLY-blocked threads on it get `ESRCH`, queued pulses are dropped, and client connections
+    /// stay allocated but dead (`EBADF` on later sends); clients with a `COID_DISCONNECT` channel
+    /// get a COIDDEATH pulse per coid.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `chid` is not a channel of this process.
+    #[doc(alias = "ChannelDestroy")]
+    pub fn channel_destroy(&self, chid: Chid) -> Result<()> {
+        self.k().channel_destroy(chid.0)
+    }
+
+    // ----- connections --------------------------------------------------------------------
+
+    /// `ConnectAttach(nd, pid, chid, index, flags)`: connects to channel `chid` of process `pid`
+    /// (`Pid(0)`: this process).
+    ///
+    /// Without `SIDE_CHANNEL` in `index`, the coid is the lowest free fd-range number >= `index`;
+    /// with it, `0x4000_0000 | n` with n the lowest free slot of the pool shared with chids and
+    /// scoids. Connections to the same channel share one server connection (scoid) unless
+    /// `cof::NOSHARE` is given.
+    ///
+    /// # Errors
+    ///
+    /// In QNX's order: `EINVAL` (unknown flag, or `index` >= the coid limit), `EMFILE` (the
+    /// process's coid limit), `ENOREMOTE` (`nd` not 0), `ESRCH` (no such process or channel),
+    /// `ENFILE` (no connection object), `EAGAIN` (pool full).
+    #[doc(alias = "ConnectAttach")]
+    pub fn connect_attach(
+        &self,
+        nd: u32,
+        pid: Pid,
+        chid: Chid,
+        index: i32,
+        flags: u32,
+    ) -> Result<Coid> {
+        self.k()
+            .connect_attach(nd, pid.0, chid.0, index, flags)
+            .map(Coid)
+    }
+
+    /// `ConnectDetach(coid)`: detaches a client coid, or (with a scoid from a DISCONNECT pulse)
+    /// frees a server connection. When the last link of a connection goes, a server channel with
+    /// `chf::DISCONNECT` gets a DISCONNECT pulse and must then detach the scoid.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: no such coid, or a scoid that still has client links.
+    #[doc(alias = "ConnectDetach")]
+    pub fn connect_detach(&self, coid: Coid) -> Result<()> {
+        self.k().connect_detach(coid.0)
+    }
+
+    /// [`System::connect_detach`] for a server connection, as a DISCONNECT pulse reports it.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::connect_detach`].
+    #[doc(alias = "ConnectDetach")]
+    pub fn scoid_detach(&self, scoid: Scoid) -> Result<()> {
+        self.k().connect_detach(scoid.0)
+    }
+
+    /// `ConnectServerInfo(pid, coid, &info)`: the connection `coid`, or the next higher one that
+    /// exists (fd range first, then side channels); compare `info.coid` with what you asked for.
+    /// A connection whose server is gone is reported with `cof::DEAD`.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: no such process.
+    /// - `EINVAL`: no connection at or above `coid`.
+    #[doc(alias = "ConnectServerInfo")]
+    pub fn connect_server_info(&self, pid: Pid, coid: Coid) -> Result<ServerInfo> {
+        self.k().connect_server_info(pid.0, coid.0, false)
+    }
+
+    /// `ConnectServerInfo(pid, coid, NULL)`: like [`System::connect_server_info`] but skipping
+    /// connections whose server is gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::connect_server_info`].
+    #[doc(alias = "ConnectServerInfo")]
+    pub fn connect_server_info_live(&self, pid: Pid, coid: Coid) -> Result<ServerInfo> {
+        self.k().connect_server_info(pid.0, coid.0, true)
+    }
+
+    /// `ConnectClientInfo(scoid, &info, 0)`: who the client of a server connection is
+    /// (`Scoid(-1)`: this process).
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `scoid` lacks the side-channel bit or names no server connection of ours.
+    #[doc(alias = "ConnectClientInfo")]
+    pub fn connect_client_info(&self, scoid: Scoid) -> Result<ClientInfo> {
+        self.k().connect_client_info(scoid.0)
+    }
+
+    /// `ConnectFlags(pid, coid, mask, bits)`: sets the flags in `mask` to their value in `bits`
+    /// (only `cof::CLOEXEC` is kept) and returns the previous flags.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: no such process.
+    /// - `EPERM`: another process's table (a simulator restriction).
+    /// - `EBADF`: no such coid.
+    #[doc(alias = "ConnectFlags")]
+    pub fn connect_flags(&self, pid: Pid, coid: Coid, mask: u32, bits: u32) -> Result<u32> {
+        self.k().connect_flags(pid.0, coid.0, mask, bits)
+    }
+
+    // ----- messages -----------------------------------------------------------------------
+
+    /// `MsgSend(coid, smsg, sbytes, rmsg, rbytes)`: sends `smsg` and blocks until the server
+    /// replies; the reply goes into `rmsg` (min of both sizes).
+    ///
+    /// # Blocking
+    ///
+    /// SEND-blocked until a server thread receives, then REPLY-blocked until it replies.
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: `coid` is not a connection, or its server's channel is gone.
+    /// - `ESRCH`: the channel was destroyed while the caller was blocked on it.
+    /// - `EMSGSIZE`: `smsg` is larger than the system's message-size limit.
+    /// - any errno the server gives with `msg_error`.
+    ///
+    /// # Returns
+    ///
+    /// The status the server passed to `msg_reply`.
+    #[doc(alias = "MsgSend")]
+    #[doc(alias = "MsgSendnc")]
+    pub fn msg_send(&self, coid: Coid, smsg: &[u8], rmsg: &mut [u8]) -> Result<i32> {
+        self.msg_sendv(coid, &[smsg], &mut [rmsg])
+    }
+
+    /// `MsgSendv(coid, siov, sparts, riov, rparts)`: [`System::msg_send`] with gather and
+    /// scatter vectors. (`MsgSendvnc` is the same call: Rust has no cancellation points.)
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_send`].
+    #[doc(alias = "MsgSendv")]
+    #[doc(alias = "MsgSendvnc")]
+    pub fn msg_sendv(&self, coid: Coid, siov: &[&[u8]], riov: &mut [&mut [u8]]) -> Result<i32> {
+        let slot = self.slot()?;
+        self.k().msg_send(slot, coid.0, siov, riov, self.inner.wait)
+    }
+
+    /// `MsgSendsv(coid, smsg, sbytes, riov, rparts)`: a single send buffer, a reply vector.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_send`].
+    #[doc(alias = "MsgSendsv")]
+    #[doc(alias = "MsgSendsvnc")]
+    pub fn msg_sendsv(&self, coid: Coid, smsg: &[u8], riov: &mut [&mut [u8]]) -> Result<i32> {
+        self.msg_sendv(coid, &[smsg], riov)
+    }
+
+    /// `MsgSendvs(coid, siov, sparts, rmsg, rbytes)`: a send vector, a single reply buffer.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_send`].
+    #[doc(alias = "MsgSendvs")]
+    #[doc(alias = "MsgSendvsnc")]
+    pub fn msg_sendvs(&self, coid: Coid, siov: &[&[u8]], rmsg: &mut [u8]) -> Result<i32> {
+        self.msg_sendv(coid, siov, &mut [rmsg])
+    }
+
+    /// `MsgReceive(chid, msg, bytes, &info)`: waits for a message or pulse on `chid`.
+    ///
+    /// The first `msg.len()` bytes of a message are copied; the rest stay readable with
+    /// [`System::msg_read`] (they live in the client's thread slot in the arena until the reply).
+    /// Waiting receivers are served last-in first-out; the send queue is in priority order,
+    /// FIFO within a priority, pulses and messages together.
+    ///
+    /// # Blocking
+    ///
+    /// RECEIVE-blocked until a message or pulse arrives.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: `chid` is not a channel of this process, or it was destroyed while waiting.
+    /// - `EFAULT`: a pulse arrived and `msg` is shorter than a pulse (16 bytes); the pulse is
+    ///   lost, as in QNX.
+    #[doc(alias = "MsgReceive")]
+    pub fn msg_receive(&self, chid: Chid, msg: &mut [u8]) -> Result<Received> {
+        self.msg_receivev(chid, &mut [msg])
+    }
+
+    /// `MsgReceivev(chid, iov, parts, &info)`: [`System::msg_receive`] into a vector.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_receive`].
+    #[doc(alias = "MsgReceivev")]
+    pub fn msg_receivev(&self, chid: Chid, iov: &mut [&mut [u8]]) -> Result<Received> {
+        let slot = self.slot()?;
+        self.k()
+            .msg_receive(slot, chid.0, iov, false, self.inner.wait)
+            .map(convert_received)
+    }
+
+    /// `MsgReceivePulse(chid, pulse, bytes, NULL)`: waits for a pulse only; messages stay queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_receive`].
+    #[doc(alias = "MsgReceivePulse")]
+    pub fn msg_receive_pulse(&self, chid: Chid) -> Result<Pulse> {
+        let slot = self.slot()?;
+        let mut buf = [0u8; Pulse::WIRE_SIZE];
+        match self
+            .k()
+            .msg_receive(slot, chid.0, &mut [&mut buf], true, self.inner.wait)?
+        {
+            kern::Received::Pulse(p) => Ok(p),
+            kern::Received::Message { .. } => Err(Errno::INTR),
+        }
+    }
+
+    /// `MsgReply(rcvid, status, msg, bytes)`: replies to a REPLY-blocked client: its `msg_send`
+    /// returns `status` and gets min(`msg.len()`, its buffer) bytes.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: `rcvid` names no client REPLY-blocked on one of this process's channels (never
+    ///   received, replied already, or the client is gone).
+    /// - `EMSGSIZE`: `msg` is larger than the message-size limit.
+    #[doc(alias = "MsgReply")]
+    pub fn msg_reply(&self, rcvid: Rcvid, status: i32, msg: &[u8]) -> Result<()> {
+        self.k().msg_reply(rcvid.0, status, &[msg])
+    }
+
+    /// `MsgReplyv(rcvid, status, iov, parts)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_reply`].
+    #[doc(alias = "MsgReplyv")]
+    pub fn msg_replyv(&self, rcvid: Rcvid, status: i32, iov: &[&[u8]]) -> Result<()> {
+        self.k().msg_reply(rcvid.0, status, iov)
+    }
+
+    /// `MsgError(rcvid, err)`: the client's `msg_send` fails with `err` (`EOK`: succeeds with 0;
+    /// `ERESTART`: the client re-sends).
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: as for [`System::msg_reply`].
+    #[doc(alias = "MsgError")]
+    pub fn msg_error(&self, rcvid: Rcvid, err: Errno) -> Result<()> {
+        self.k().msg_error(rcvid.0, err)
+    }
+
+    /// `MsgRead(rcvid, msg, bytes, offset)`: reads more of the client's message, from `offset`;
+    /// returns the bytes copied (0 at or past the end). The client stays REPLY-blocked.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: as for [`System::msg_reply`].
+    #[doc(alias = "MsgRead")]
+    pub fn msg_read(&self, rcvid: Rcvid, msg: &mut [u8], offset: usize) -> Result<usize> {
+        self.k().msg_read(rcvid.0, offset, msg)
+    }
+
+    /// `MsgWrite(rcvid, msg, bytes, offset)`: writes into the client's reply buffer at `offset`;
+    /// returns the bytes copied (stopping at the end of the client's buffer). The client stays
+    /// REPLY-blocked until `msg_reply` or `msg_error`.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: as for [`System::msg_reply`].
+    #[doc(alias = "MsgWrite")]
+    pub fn msg_write(&self, rcvid: Rcvid, msg: &[u8], offset: usize) -> Result<usize> {
+        self.k().msg_write(rcvid.0, offset, msg)
+    }
+
+    /// `MsgInfo(rcvid, &info)`: what the kernel knows of a received message.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: as for [`System::msg_reply`].
+    #[doc(alias = "MsgInfo")]
+    pub fn msg_info(&self, rcvid: Rcvid) -> Result<MsgInfo> {
+        self.k().msg_info(rcvid.0)
+    }
+
+    /// `MsgSendPulse(coid, priority, code, value)`: queues a pulse; never blocks. `priority` -1
+    /// means the calling thread's; other values are cut to 8 bits, and 0 is invalid. The code is
+    /// not validated (0..=127 is the range for user pulses).
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: no such connection, or its server's channel is gone.
+    /// - `EINVAL`: priority 0 (after cutting to 8 bits).
+    /// - `EAGAIN`: no pulse object left.
+    #[doc(alias = "MsgSendPulse")]
+    pub fn msg_send_pulse(&self, coid: Coid, priority: i32, code: i8, value: i32) -> Result<()> {
+        let slot = self.slot()?;
+        self.k().msg_send_pulse(slot, coid.0, priority, code, value)
+    }
+
+    // ----- fd-style helpers ---------------------------------------------------------------
+
+    /// `close(fd)`: sends `_IO_CLOSE` to the server, then detaches the coid. As in QNX's libc, a
+    /// stale coid (server gone) gives `EBADF` but its slot is still freed.
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: no such coid, or its server is gone (the coid is freed all the same).
+    /// - any errno the server gives `_IO_CLOSE` (the coid is freed all the same).
+    pub fn close(&self, coid: Coid) -> Result<()> {
+        let sent = self.msg_send(coid, &iomsg::io_close(), &mut []);
+        if sent == Err(Errno::INTR) {
+            return Err(Errno::INTR);
+        }
+        match self.connect_detach(coid) {
+            Err(_) => Err(Errno::BADF),
+            Ok(()) => sent.map(|_| ()),
+        }
+    }
+
+    /// `dup(fd)`: a new fd-range coid (the lowest free) on the same server channel, announced to
+    /// the server with `_IO_DUP` on the new connection.
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: `coid` is no fd-range connection (side channels are refused).
+    /// - `ESRCH`: its server is gone.
+    /// - `EMFILE`: no free coid.
+    /// - any errno the server gives `_IO_DUP`.
+    pub fn dup(&self, coid: Coid) -> Result<Coid> {
+        self.dup_from(coid, 0)
+    }
+
+    /// `fcntl(fd, F_DUPFD, min)`: as [`System::dup`], the lowest free coid >= `min`.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::dup`]; `EINVAL` for a negative or side-channel `min`.
+    #[doc(alias = "fcntl")]
+    pub fn dup_from(&self, coid: Coid, min: i32) -> Result<Coid> {
+        if min < 0 || min & SIDE_CHANNEL != 0 {
+            return Err(Errno::INVAL);
+        }
+        if coid.0 < 0 || coid.0 & SIDE_CHANNEL != 0 {
+            return Err(Errno::BADF);
+        }
+        let info = self
+            .connect_server_info(Pid(0), coid)
+            .map_err(|_| Errno::BADF)?;
+        if info.coid != coid.0 {
+            return Err(Errno::BADF);
+        }
+        let new = self.connect_attach(
+            info.nd,
+            Pid(info.pid),
+            Chid(info.chid),
+            min,
+            crate::abi::cof::CLOEXEC,
+        )?;
+        let dup = iomsg::io_dup(&info);
+        if let Err(e) = self.msg_send(new, &dup, &mut []) {
+            let _ = self.connect_detach(new);
+            return Err(e);
+        }
+        let _ = self.connect_flags(Pid(0), new, crate::abi::cof::CLOEXEC, 0);
+        Ok(new)
+    }
+
+    /// `dup2(fd, fd2)`: closes `fd2` if open, then duplicates `fd` exactly onto `fd2`.
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: `fd` is not a live fd-range connection (a dead server counts), `fd2` is
+    ///   negative or a side channel, or the duplicate could not land on `fd2` (which is closed by
+    ///   then, as in QNX).
+    /// - `EINTR`: closing `fd2` was interrupted.
+    pub fn dup2(&self, fd: Coid, fd2: Coid) -> Result<Coid> {
+        if fd.0 < 0 || fd.0 & SIDE_CHANNEL != 0 {
+            return Err(Errno::BADF);
+        }
+        match self.connect_server_info_live(Pid(0), fd) {
+            Ok(i) if i.coid == fd.0 => {}
+            _ => return Err(Errno::BADF),
+        }
+        if fd2.0 < 0 || fd2.0 & SIDE_CHANNEL != 0 {
+            return Err(Errno::BADF);
+        }
+        if fd == fd2 {
+            return Ok(fd);
+        }
+        if self.close(fd2) == Err(Errno::INTR) {
+            return Err(Errno::INTR);
+        }
+        match self.dup_from(fd, fd2.0) {
+            Ok(c) if c == fd2 => Ok(c),
+            Ok(other) => {
+                let _ = self.close(other);
+                Err(Errno::BADF)
+            }
+            Err(Errno::INTR) => Err(Errno::INTR),
+            Err(_) => Err(Errno::BADF),
+        }
+    }
+
+    // ----- names --------------------------------------------------------------------------
+
+    /// `name_attach(NULL, name, 0)`: creates a channel with `DISCONNECT | UNBLOCK` (and
+    /// `COID_DISCONNECT` if the process has no death channel yet) and registers it as
+    /// `/dev/name/local/<name>`.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: empty name, one starting with `/`, or one with a `..` component.
+    /// - `ENAMETOOLONG`: the path is longer than the arena's name field.
+    /// - `EEXIST`: the name is attached already.
+    /// - `EAGAIN`: no channel or name entry left.
+    pub fn name_attach(&self, name: &str) -> Result<NameAttach> {
+        let path = name_path(name)?;
+        let mut flags = chf::DISCONNECT | chf::UNBLOCK;
+        if self.k().death_chid() == 0 {
+            flags |= chf::COID_DISCONNECT;
+        }
+        let chid = self.channel_create(flags)?;
+        if let Err(e) = self.k().name_register(&path, chid.0) {
+            let _ = self.channel_destroy(chid);
+            return Err(e);
+        }
+        Ok(NameAttach { chid, path })
+    }
+
+    /// `name_detach(attach, 0)`: removes the name and destroys its channel.
+    ///
+    /// # Errors
+    ///
+    /// - `ENOENT`: the name is not attached; `EPERM`: another process holds it.
+    pub fn name_detach(&self, attach: NameAttach) -> Result<()> {
+        self.k().name_unregister(&attach.path)?;
+        let _ = self.channel_destroy(attach.chid);
+        Ok(())
+    }
+
+    /// `name_open(name, 0)`: finds the server that attached `name`, connects a side channel to it
+    /// and sends it `_IO_CONNECT`, which the server must answer with `EOK`.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: a bad name (as for [`System::name_attach`]).
+    /// - `ENOENT`: no server has that name.
+    /// - the errors of `connect_attach`, and any errno the server gives `_IO_CONNECT`.
+    pub fn name_open(&self, name: &str) -> Result<Coid> {
+        let path = name_path(name)?;
+        let (pid, chid) = self.k().name_lookup(&path)?;
+        let coid = self
+            .connect_attach(0, Pid(pid), Chid(chid), SIDE_CHANNEL, 0)
+            .map_err(|e| if e == Errno::SRCH { Errno::NOENT } else { e })?;
+        let msg = iomsg::IoConnect {
+            subtype: iomsg::IO_CONNECT_OPEN,
+            file_type: iomsg::FTYPE_NAME,
+            ioflag: libc::O_RDWR as u32,
+            mode: 0,
+            path: String::new(),
+        }
+        .encode();
+        if let Err(e) = self.msg_send(coid, &msg, &mut []) {
+            let _ = self.connect_detach(coid);
+            return Err(if e == Errno::BADF || e == Errno::SRCH {
+                Errno::NOENT
+            } else {
+                e
+            });
+        }
+        Ok(coid)
+    }
+
+    /// `name_close(coid)`: just `connect_detach` (no `_IO_CLOSE`); the server sees a DISCONNECT
+    /// pulse when the process's last connection to it goes.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: no such coid.
+    pub fn name_close(&self, coid: Coid) -> Result<()> {
+        self.connect_detach(coid)
+    }
+}
+
+fn name_path(name: &str) -> Result<String> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.split('/').any(|c| c == "..")
+        || name.contains('\0')
+    {
+        return Err(Errno::INVAL);
+    }
+    let path = format!("{NAME_PREFIX}{name}");
+    if path.len() > crate::kern::layout::NAME_MAX {
+        return Err(Errno::NAMETOOLONG);
+    }
+    Ok(path)
+}
+
+fn convert_received(r: kern::Received) -> Received {
+    match r {
+        kern::Received::Message { rcvid, info } => Received::Message {
+            rcvid: Rcvid(rcvid),
+            info,
+        },
+        kern::Received::Pulse(p) => Received::Pulse(p),
+    }
+}

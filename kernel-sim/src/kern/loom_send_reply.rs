@@ -1,0 +1,1 @@
+//! Loom models of the slot protocol (filled in below).

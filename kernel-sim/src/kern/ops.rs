@@ -1,0 +1,1939 @@
+//! The kernel calls, one function each, over a validated [`Arena`].
+
+use super::layout::{obj_state, proc_state, Channel, ThreadSlot, NAME_MAX};
+use super::proto::{self, st, Locked, SpinPolicy};
+use crate::abi::{
+    chf, cof, mi, pulse_code, ClientInfo, MsgInfo, Pulse, ServerInfo, PRIORITY_DEFAULT,
+    SIDE_CHANNEL,
+};
+use crate::shm::{Arena, Buf};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::OsFutex;
+use crate::Errno;
+use std::time::{Duration, Instant};
+
+const R: Ordering = Ordering::Acquire;
+const W: Ordering = Ordering::Release;
+const X: Ordering = Ordering::Relaxed;
+
+// ---------------------------------------------------------------------------------------------
+// Encodings
+// ---------------------------------------------------------------------------------------------
+
+/// Kinds of coid-table and pool entries.
+pub mod entry_kind {
+    /// Unused.
+    pub const FREE: u64 = 0;
+    /// A client connection (fd-range or side-channel coid).
+    pub const COID: u64 = 1;
+    /// A channel.
+    pub const CHID: u64 = 2;
+    /// A server connection.
+    pub const SCOID: u64 = 3;
+    /// Pool slot 0, kept for the process manager as in QNX.
+    pub const RESERVED: u64 = 4;
+}
+const ENTRY_CLOEXEC: u64 = 0x10;
+
+/// A decoded coid-table or pool entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// One of [`entry_kind`].
+    pub kind: u64,
+    /// `_NTO_COF_CLOEXEC` for coids.
+    pub cloexec: bool,
+    /// Generation of the object named.
+    pub gen: u32,
+    /// Index of the object named.
+    pub idx: u32,
+}
+
+impl Entry {
+    fn encode(self) -> u64 {
+        (self.idx as u64) << 32
+            | ((self.gen as u64) & 0xFF_FFFF) << 8
+            | if self.cloexec { ENTRY_CLOEXEC } else { 0 }
+            | (self.kind & 0xF)
+    }
+    fn decode(v: u64) -> Entry {
+        Entry {
+            kind: v & 0xF,
+            cloexec: v & ENTRY_CLOEXEC != 0,
+            gen: ((v >> 8) & 0xFF_FFFF) as u32,
+            idx: (v >> 32) as u32,
+        }
+    }
+}
+
+/// State word of channels, connections, pulses, names and processes: generation << 8 | state.
+fn obj_word(gen: u32, state: u32) -> u32 {
+    (gen << 8) | (state & 0xFF)
+}
+fn obj_gen(w: u32) -> u32 {
+    (w >> 8) & 0xFF_FFFF
+}
+fn obj_st(w: u32) -> u32 {
+    w & 0xFF
+}
+
+/// A send-queue node id: thread slot + 1, or a pulse with the top bit set; 0 is "none".
+fn node_thread(slot: u32) -> u32 {
+    slot + 1
+}
+fn node_pulse(p: u32) -> u32 {
+    0x8000_0000 | p
+}
+/// Receiver hand-off markers (thread nodes are <= 0x7FFF).
+const HANDOFF_PULSE: u32 = 0x4000_0000;
+const HANDOFF_CHAN_GONE: u32 = 0x4000_0001;
+
+/// Queue order: boosted kernel pulses first, then higher priority first, FIFO within a key.
+fn queue_key(priority: u32, boost: bool) -> u32 {
+    (priority & 0xFF) | if boost { 0x100 } else { 0 }
+}
+
+/// Packs an rcvid: thread slot + 1 in bits 16..30, the slot's 16-bit generation below.
+pub fn rcvid_pack(slot: u32, gen: u16) -> i32 {
+    (((slot + 1) << 16) | gen as u32) as i32
+}
+
+/// Unpacks an rcvid into (thread slot, generation); `None` if it cannot be one.
+pub fn rcvid_unpack(rcvid: i32) -> Option<(u32, u16)> {
+    if rcvid <= 0 {
+        return None;
+    }
+    let hi = (rcvid as u32) >> 16;
+    if hi == 0 {
+        return None;
+    }
+    Some((hi - 1, rcvid as u16))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel context
+// ---------------------------------------------------------------------------------------------
+
+/// Time constants of a process's view of a system.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// How often a lock waiter checks whether the holder died.
+    pub lock_poll: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            lock_poll: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A process's view of the kernel: the arena, the caller's process slot and its lock tag.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel<'a> {
+    /// The arena.
+    pub a: &'a Arena,
+    /// The caller's process slot.
+    pub me: u32,
+    /// The caller's process-slot generation.
+    pub me_gen: u32,
+    /// Time constants.
+    pub tuning: Tuning,
+}
+
+/// The owner tag a process writes into lock words: slot index + 1 in the low 12 bits, 19 bits of
+/// the slot's generation above. Never 0, bit 31 clear.
+pub fn lock_tag(proc_idx: u32, proc_gen: u32) -> u32 {
+    ((proc_idx + 1) & 0xFFF) | ((proc_gen & 0x7FFFF) << 12)
+}
+
+/// Whether the process that wrote `tag` into a lock word is gone (its slot was freed or reused,
+/// or its OS process died).
+pub fn tag_owner_dead(a: &Arena, tag: u32) -> bool {
+    let idx = tag & 0xFFF;
+    if idx == 0 {
+        return true;
+    }
+    let Some(p) = a.proc(idx - 1) else {
+        return true;
+    };
+    let w = p.state.load(R);
+    if obj_st(w) == proc_state::FREE || (obj_gen(w) & 0x7FFFF) != tag >> 12 {
+        return true;
+    }
+    !crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X))
+}
+
+/// A held structural lock; released on drop.
+pub struct StructGuard<'a> {
+    word: &'a AtomicU32,
+}
+
+impl Drop for StructGuard<'_> {
+    fn drop(&mut self) {
+        proto::unlock(self.word, &OsFutex);
+    }
+}
+
+/// Where a process-death cleanup would repair a structure a dead lock holder left half-done.
+/// Every structural update is ordered so that a half-done one is either invisible or complete
+/// enough to finish by the cleanup of its dead author; the cleanup itself comes with the
+/// death-handling stage, so for now a broken lock is logged and taken over.
+fn note_broken(what: &str, holder: u32) {
+    tracing::warn!(what, holder, "lock held by a dead process was broken");
+}
+
+/// Adaptive spinning: spin while the peer runs on another CPU, up to a budget; publishes this
+/// thread's "running on CPU n / sleeping" for the peers' own decisions.
+pub struct Adaptive<'a> {
+    me: &'a ThreadSlot,
+    peer: Option<&'a ThreadSlot>,
+    my_cpu: u32,
+    start: Option<Instant>,
+    budget: Duration,
+    rounds: u32,
+}
+
+impl<'a> Adaptive<'a> {
+    /// A policy for thread slot `me` waiting on `peer`; `budget` zero means never spin.
+    pub fn new(me: &'a ThreadSlot, peer: Option<&'a ThreadSlot>, budget: Duration) -> Self {
+        let my_cpu = crate::sys::current_cpu();
+        me.cpu.store(my_cpu, X);
+        Adaptive {
+            me,
+            peer,
+            my_cpu,
+            start: None,
+            budget,
+            rounds: 0,
+        }
+    }
+}
+
+impl SpinPolicy for Adaptive<'_> {
+    fn keep_spinning(&mut self) -> bool {
+        let Some(peer) = self.peer else { return false };
+        if self.budget.is_zero() {
+            return false;
+        }
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds % 32 == 1 {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            if start.elapsed() >= self.budget {
+                self.budget = Duration::ZERO;
+                return false;
+            }
+            let pc = peer.cpu.load(X);
+            if pc == u32::MAX || pc == self.my_cpu {
+                return false;
+            }
+        }
+        true
+    }
+    fn before_sleep(&mut self) {
+        self.me.cpu.store(u32::MAX, X);
+    }
+    fn after_wake(&mut self) {
+        self.my_cpu = crate::sys::current_cpu();
+        self.me.cpu.store(self.my_cpu, X);
+        // After a sleep the peer has moved on; spinning again would only burn the budget twice.
+        self.budget = Duration::ZERO;
+    }
+}
+
+/// How a blocked call waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Spin up to the budget while the peer runs on another CPU, then sleep on a futex.
+    Adaptive(Duration),
+    /// Sleep on a futex at once.
+    Blocking,
+}
+
+/// What a receive produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message: the rcvid to reply to and what the kernel tells about it.
+    Message {
+        /// The receive id.
+        rcvid: i32,
+        /// The `_msg_info`.
+        info: MsgInfo,
+    },
+    /// A pulse (rcvid 0).
+    Pulse(Pulse),
+}
+
+/// A connection's resolved target, for sends.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    conn: u32,
+    conn_gen: u32,
+    chan: u32,
+    chan_gen: u32,
+}
+
+impl<'a> Kernel<'a> {
+    // ----- locks --------------------------------------------------------------------------
+
+    fn tag(&self) -> u32 {
+        lock_tag(self.me, self.me_gen)
+    }
+
+    /// Takes the structural lock.
+    pub fn lock_struct(&self) -> StructGuard<'a> {
+        let word = &self.a.header().lock;
+        if let Locked::FromDead(h) =
+            proto::lock(word, &OsFutex, self.tag(), self.tuning.lock_poll, |t| {
+                tag_owner_dead(self.a, t)
+            })
+        {
+            note_broken("structural", h);
+        }
+        StructGuard { word }
+    }
+
+    fn lock_chan(&self, c: &'a Channel) -> StructGuard<'a> {
+        if let Locked::FromDead(h) =
+            proto::lock(&c.lock, &OsFutex, self.tag(), self.tuning.lock_poll, |t| {
+                tag_owner_dead(self.a, t)
+            })
+        {
+            note_broken("channel", h);
+        }
+        StructGuard { word: &c.lock }
+    }
+
+    // ----- processes ----------------------------------------------------------------------
+
+    /// Registers the calling OS process; returns its slot and generation. Releases first any
+    /// record of the same pid under another incarnation token (an earlier image, as after `exec`)
+    /// and any record whose process is gone.
+    pub fn register(
+        a: &'a Arena,
+        pid: i32,
+        start_time: u64,
+        incarnation: u64,
+        tuning: Tuning,
+    ) -> Option<(u32, u32)> {
+        // A provisional context to take the lock: tag of "slot max" never matches a live owner, so
+        // register under a tag built from the pid instead.
+        let pseudo = Kernel {
+            a,
+            me: 0xFFE,
+            me_gen: (pid as u32) & 0x7FFFF,
+            tuning,
+        };
+        let _g = {
+            let word = &a.header().lock;
+            if let Locked::FromDead(h) =
+                proto::lock(word, &OsFutex, pseudo.tag(), tuning.lock_poll, |t| {
+                    // The registering pseudo-tag (slot 0xFFF) belongs to a process known only by pid.
+                    if t & 0xFFF == 0xFFF {
+                        crate::sys::process_start_time((t >> 12) as i32).is_none()
+                    } else {
+                        tag_owner_dead(a, t)
+                    }
+                })
+            {
+                note_broken("structural", h);
+            }
+            StructGuard { word }
+        };
+        let n = a.limits().max_processes;
+        for i in 0..n {
+            let Some(p) = a.proc(i) else { continue };
+            let w = p.state.load(R);
+            if obj_st(w) == proc_state::FREE {
+                continue;
+            }
+            let ppid = p.pid.load(X) as i32;
+            let stale = (ppid == pid && p.incarnation.load(X) != incarnation)
+                || !crate::sys::process_alive(ppid, p.start_time.load(X));
+            if stale {
+                tracing::debug!(
+                    slot = i,
+                    pid = ppid,
+                    "releasing the record of a process that is gone"
+                );
+                let k = Kernel {
+                    a,
+                    me: i,
+                    me_gen: obj_gen(w),
+                    tuning,
+                };
+                k.release_locked();
+            }
+        }
+        for i in 0..n {
+            let Some(p) = a.proc(i) else { continue };
+            let w = p.state.load(R);
+            if obj_st(w) != proc_state::FREE {
+                continue;
+            }
+            let gen = (obj_gen(w) + 1) & 0xFF_FFFF;
+            p.pid.store(pid as u32, X);
+            p.start_time.store(start_time, X);
+            p.incarnation.store(incarnation, X);
+            let (ruid, euid, rgid, egid) = crate::sys::ids();
+            for (slot, v) in p.ids.iter().zip([ruid, euid, rgid, egid]) {
+                slot.store(v, X);
+            }
+            p.fd_count.store(0, X);
+            p.side_count.store(0, X);
+            p.death_chid.store(0, X);
+            // Pool slot 0 belongs to the process manager, as in QNX.
+            if let Some(e) = a.pool_entry(i, 0) {
+                e.store(
+                    Entry {
+                        kind: entry_kind::RESERVED,
+                        cloexec: false,
+                        gen: 0,
+                        idx: 0,
+                    }
+                    .encode(),
+                    X,
+                );
+            }
+            p.state.store(obj_word(gen, proc_state::ALIVE), W);
+            return Some((i, gen));
+        }
+        None
+    }
+
+    /// Whether this process's registration is still the one we made.
+    pub fn still_registered(&self) -> bool {
+        self.a
+            .proc(self.me)
+            .is_some_and(|p| p.state.load(R) == obj_word(self.me_gen, proc_state::ALIVE))
+    }
+
+    /// Releases everything the process holds: channels (their clients get `ESRCH`), names,
+    /// connections (servers get DISCONNECT pulses), thread slots, and the process slot.
+    pub fn release(&self) {
+        let _g = self.lock_struct();
+        if self.still_registered() {
+            self.release_locked();
+        }
+    }
+
+    fn release_locked(&self) {
+        let a = self.a;
+        let Some(p) = a.proc(self.me) else { return };
+        p.state
+            .store(obj_word(self.me_gen, proc_state::CLEANING), W);
+        let c = a.limits().max_coids;
+        // Channels first, as QNX's termer destroys channels before it closes connections.
+        for n in 0..c {
+            let Some(e) = a.pool_entry(self.me, n) else {
+                continue;
+            };
+            let ent = Entry::decode(e.load(R));
+            if ent.kind == entry_kind::CHID {
+                self.destroy_channel_locked(ent.idx, ent.gen);
+                e.store(0, W);
+            }
+        }
+        self.drop_names_of(self.me);
+        for n in 0..c {
+            if let Some(e) = a.fd_entry(self.me, n) {
+                let ent = Entry::decode(e.load(R));
+                if ent.kind == entry_kind::COID {
+                    e.store(0, W);
+                    self.unlink_conn_locked(ent.idx, ent.gen);
+                }
+            }
+            if let Some(e) = a.pool_entry(self.me, n) {
+                let ent = Entry::decode(e.load(R));
+                if ent.kind == entry_kind::COID {
+                    e.store(0, W);
+                    self.unlink_conn_locked(ent.idx, ent.gen);
+                }
+                e.store(0, W);
+            }
+        }
+        let t = a.limits().threads_per_process;
+        for s in self.me * t..(self.me + 1) * t {
+            self.free_thread_slot_locked(s);
+        }
+        p.state.store(obj_word(self.me_gen, proc_state::FREE), W);
+    }
+
+    // ----- thread slots -------------------------------------------------------------------
+
+    /// Gives the calling thread a slot of this process (`EAGAIN` when all are taken, as QNX's
+    /// thread creation fails).
+    pub fn alloc_thread_slot(&self, tid: i32) -> Result<u32, Errno> {
+        let t = self.a.limits().threads_per_process;
+        for s in self.me * t..(self.me + 1) * t {
+            let Some(ts) = self.a.thread(s) else { continue };
+            if ts
+                .alloc
+                .compare_exchange(0, self.me + 1, Ordering::AcqRel, X)
+                .is_ok()
+            {
+                let gen = proto::gen_of(ts.state.load(X)).wrapping_add(1);
+                ts.state.store(proto::make(gen, st::IDLE), W);
+                ts.tid.store(tid as u32, X);
+                ts.priority.store(PRIORITY_DEFAULT as u32, X);
+                ts.cpu.store(crate::sys::current_cpu(), X);
+                ts.conn.store(u32::MAX, X);
+                ts.chan.store(u32::MAX, X);
+                ts.served_by.store(0, X);
+                return Ok(s);
+            }
+        }
+        tracing::debug!(proc = self.me, "no free thread slot");
+        Err(Errno::AGAIN)
+    }
+
+    /// Returns a thread slot (its thread exited).
+    pub fn free_thread_slot(&self, slot: u32) {
+        let _g = self.lock_struct();
+        self.free_thread_slot_locked(slot);
+    }
+
+    fn free_thread_slot_locked(&self, slot: u32) {
+        let Some(ts) = self.a.thread(slot) else {
+            return;
+        };
+        if ts.alloc.load(R) != self.me + 1 {
+            return;
+        }
+        let w = ts.state.load(R);
+        if proto::state_of(w) == st::SEND_BLOCKED {
+            if let Some(c) = self.a.chan(ts.chan.load(X)) {
+                let _cg = self.lock_chan(c);
+                self.queue_remove(c, node_thread(slot));
+            }
+        }
+        if proto::state_of(w) == st::RECV_WAIT {
+            if let Some(c) = self.a.chan(ts.recv_chan.load(X)) {
+                let _cg = self.lock_chan(c);
+                self.recv_stack_remove(c, slot);
+            }
+        }
+        // A new generation makes every rcvid naming this slot stale.
+        proto::force(
+            &ts.state,
+            &OsFutex,
+            proto::gen_of(w).wrapping_add(1),
+            st::IDLE,
+        );
+        ts.alloc.store(0, W);
+    }
+
+    /// The thread slot's simulated priority.
+    pub fn set_priority(&self, slot: u32, prio: u8) {
+        if let Some(ts) = self.a.thread(slot) {
+            ts.priority.store(prio as u32, X);
+        }
+    }
+
+    // ----- pools --------------------------------------------------------------------------
+
+    fn pool_lowest_free(&self, p: u32) -> Option<u32> {
+        (1..self.a.limits().max_coids)
+            .find(|&n| self.a.pool_entry(p, n).is_some_and(|e| e.load(R) == 0))
+    }
+
+    fn pid_to_proc(&self, pid: i32) -> Result<u32, Errno> {
+        if pid == 0 {
+            return Ok(self.me);
+        }
+        for i in 0..self.a.limits().max_processes {
+            let Some(p) = self.a.proc(i) else { continue };
+            if obj_st(p.state.load(R)) == proc_state::ALIVE && p.pid.load(X) as i32 == pid {
+                return Ok(i);
+            }
+        }
+        Err(Errno::SRCH)
+    }
+
+    // ----- channels -----------------------------------------------------------------------
+
+    /// `ChannelCreate(flags)`: see [`crate::System::channel_create`].
+    pub fn channel_create(&self, flags: u32, wait_mode: u32) -> Result<i32, Errno> {
+        let _g = self.lock_struct();
+        let p = self.a.proc(self.me).ok_or(Errno::INVAL)?;
+        let death = flags & (chf::THREAD_DEATH | chf::COID_DISCONNECT) != 0;
+        if death && p.death_chid.load(X) != 0 {
+            tracing::debug!(proc = self.me, "a death channel exists already");
+            return Err(Errno::BUSY);
+        }
+        let idx = (0..self.a.limits().max_channels)
+            .find(|&i| {
+                self.a
+                    .chan(i)
+                    .is_some_and(|c| obj_st(c.state.load(R)) == obj_state::FREE)
+            })
+            .ok_or_else(|| {
+                tracing::debug!("channel table full");
+                Errno::AGAIN
+            })?;
+        let n = self.pool_lowest_free(self.me).ok_or(Errno::AGAIN)?;
+        let c = self.a.chan(idx).ok_or(Errno::AGAIN)?;
+        let gen = (obj_gen(c.state.load(R)) + 1) & 0xFF_FFFF;
+        c.owner.store(self.me, X);
+        c.chid.store(n, X);
+        c.flags.store(flags, X);
+        c.wait_mode.store(wait_mode, X);
+        c.lock.store(0, X);
+        c.q_head.store(0, X);
+        c.q_len.store(0, X);
+        c.recv_top.store(0, X);
+        c.last_sender.store(0, X);
+        c.last_receiver.store(0, X);
+        c.state.store(obj_word(gen, obj_state::LIVE), W);
+        if let Some(e) = self.a.pool_entry(self.me, n) {
+            e.store(
+                Entry {
+                    kind: entry_kind::CHID,
+                    cloexec: false,
+                    gen,
+                    idx,
+                }
+                .encode(),
+                W,
+            );
+        }
+        if death {
+            p.death_chid.store(n, X);
+        }
+        Ok(n as i32)
+    }
+
+    /// Looks up one of the caller's chids: (channel index, generation).
+    pub fn own_chan(&self, chid: i32) -> Option<(u32, u32, &'a Channel)> {
+        if chid <= 0 || chid & SIDE_CHANNEL != 0 {
+            return None;
+        }
+        let e = Entry::decode(self.a.pool_entry(self.me, chid as u32)?.load(R));
+        if e.kind != entry_kind::CHID {
+            return None;
+        }
+        let c = self.a.chan(e.idx)?;
+        (c.state.load(R) == obj_word(e.gen, obj_state::LIVE) && c.owner.load(X) == self.me)
+            .then_some((e.idx, e.gen, c))
+    }
+
+    /// `ChannelDestroy(chid)`: see [`crate::System::channel_destroy`].
+    pub fn channel_destroy(&self, chid: i32) -> Result<(), Errno> {
+        let _g = self.lock_struct();
+        let (idx, gen, _) = self.own_chan(chid).ok_or_else(|| {
+            tracing::debug!(chid, "channel_destroy: no such channel");
+            Errno::INVAL
+        })?;
+        self.destroy_channel_locked(idx, gen);
+        if let Some(e) = self.a.pool_entry(self.me, chid as u32) {
+            e.store(0, W);
+        }
+        Ok(())
+    }
+
+    /// Destroys a channel (structural lock held): senders, receivers and REPLY-blocked clients get
+    /// `ESRCH`; queued pulses are dropped; client connections die (`EBADF` later) and clients with
+    /// a `_NTO_CHF_COID_DISCONNECT` channel get a COIDDEATH pulse per coid.
+    fn destroy_channel_locked(&self, idx: u32, gen: u32) {
+        let a = self.a;
+        let Some(c) = a.chan(idx) else { return };
+        let owner = c.owner.load(X);
+        {
+            let _cg = self.lock_chan(c);
+            if c.state.load(R) != obj_word(gen, obj_state::LIVE) {
+                return;
+            }
+            // From here on senders re-checking under the channel lock see a dead channel.
+            c.state.store(obj_word(gen, obj_state::DEAD), W);
+            let mut node = c.q_head.swap(0, X);
+            let mut guard = 0;
+            while node != 0 && guard <= a.limits().thread_slots() + a.limits().max_pulses {
+                guard += 1;
+                if node & 0x8000_0000 != 0 {
+                    let Some(p) = a.pulse(node & 0x7FFF_FFFF) else {
+                        break;
+                    };
+                    node = p.next.load(X);
+                    self.pulse_free(p);
+                } else {
+                    let Some(ts) = a.thread(node - 1) else { break };
+                    node = ts.next.load(X);
+                    let w = ts.state.load(R);
+                    if proto::state_of(w) == st::SEND_BLOCKED {
+                        ts.result_kind.store(1, X);
+                        ts.result.store(Errno::SRCH.raw() as u32, X);
+                        ts.reply_len.store(0, X);
+                        let _ = proto::transition(
+                            &ts.state,
+                            &OsFutex,
+                            proto::gen_of(w),
+                            st::SEND_BLOCKED,
+                            st::REPLIED,
+                        );
+                    }
+                }
+            }
+            c.q_len.store(0, X);
+            let mut r = c.recv_top.swap(0, X);
+            guard = 0;
+            while r != 0 && guard <= a.limits().thread_slots() {
+                guard += 1;
+                let Some(rt) = a.thread(r - 1) else { break };
+                r = rt.recv_next.load(X);
+                let w = rt.state.load(R);
+                if proto::state_of(w) == st::RECV_WAIT {
+                    rt.handoff.store(HANDOFF_CHAN_GONE, X);
+                    let _ = proto::transition(
+                        &rt.state,
+                        &OsFutex,
+                        proto::gen_of(w),
+                        st::RECV_WAIT,
+                        st::RECV_HANDED,
+                    );
+                }
+            }
+        }
+        // Clients that the server already received from: REPLY-blocked (or being copied).
+        for s in 0..a.limits().thread_slots() {
+            let Some(ts) = a.thread(s) else { continue };
+            if ts.alloc.load(R) == 0 || ts.chan.load(X) != idx {
+                continue;
+            }
+            self.fail_reply_blocked(ts, Errno::SRCH);
+        }
+        // Connections to the channel die.
+        for i in 0..a.limits().max_conns() {
+            let Some(cn) = a.conn(i) else { continue };
+            let w = cn.state.load(R);
+            let s = obj_st(w);
+            if (s != obj_state::LIVE && s != obj_state::DISCONNECTED)
+                || cn.chan.load(X) != idx
+                || cn.chan_gen.load(X) != gen
+            {
+                continue;
+            }
+            if let Some(e) = a.pool_entry(owner, cn.scoid.load(X)) {
+                e.store(0, W);
+            }
+            if s == obj_state::DISCONNECTED {
+                cn.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+                continue;
+            }
+            cn.state.store(obj_word(obj_gen(w), obj_state::DEAD), W);
+            self.coid_death_pulses(cn.client.load(X), i, obj_gen(w));
+        }
+        if let Some(p) = a.proc(owner) {
+            let chid = c.chid.load(X);
+            if p.death_chid.load(X) == chid {
+                p.death_chid.store(0, X);
+            }
+        }
+        // Free it; the next user bumps the generation.
+        c.state.store(obj_word(gen, obj_state::FREE), W);
+    }
+
+    /// Fails a client that is REPLY-blocked (or being received from) with `err`. A live server
+    /// thread that is copying finishes its copy first.
+    fn fail_reply_blocked(&self, ts: &ThreadSlot, err: Errno) {
+        loop {
+            let w = ts.state.load(R);
+            let g = proto::gen_of(w);
+            match proto::state_of(w) {
+                st::REPLY_BLOCKED => {
+                    if proto::transition(&ts.state, &OsFutex, g, st::REPLY_BLOCKED, st::REPLY_BUSY)
+                        .is_ok()
+                    {
+                        ts.result_kind.store(1, X);
+                        ts.result.store(err.raw() as u32, X);
+                        ts.reply_len.store(0, X);
+                        let _ =
+                            proto::transition(&ts.state, &OsFutex, g, st::REPLY_BUSY, st::REPLIED);
+                        return;
+                    }
+                }
+                st::RECV_COPY | st::REPLY_BUSY => {
+                    let _ = proto::wait_for(
+                        &ts.state,
+                        &OsFutex,
+                        |x| x & !proto::WAITERS != w & !proto::WAITERS,
+                        &mut proto::NoSpin,
+                        Some(Instant::now() + self.tuning.lock_poll),
+                    );
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn coid_death_pulses(&self, client: u32, conn: u32, conn_gen: u32) {
+        let a = self.a;
+        let Some(p) = a.proc(client) else { return };
+        let death = p.death_chid.load(X);
+        if death == 0 {
+            return;
+        }
+        let Some(de) = a.pool_entry(client, death) else {
+            return;
+        };
+        let de = Entry::decode(de.load(R));
+        if de.kind != entry_kind::CHID {
+            return;
+        }
+        let Some(dc) = a.chan(de.idx) else { return };
+        if dc.flags.load(X) & chf::COID_DISCONNECT == 0 {
+            return;
+        }
+        for n in 0..a.limits().max_coids {
+            for (side, e) in [
+                (false, a.fd_entry(client, n)),
+                (true, a.pool_entry(client, n)),
+            ] {
+                let Some(e) = e else { continue };
+                let ent = Entry::decode(e.load(R));
+                if ent.kind == entry_kind::COID && ent.idx == conn && ent.gen == conn_gen {
+                    let coid = if side {
+                        SIDE_CHANNEL | n as i32
+                    } else {
+                        n as i32
+                    };
+                    let _ = self.deliver_pulse(
+                        de.idx,
+                        de.gen,
+                        pulse_code::COIDDEATH,
+                        coid,
+                        -1,
+                        PRIORITY_DEFAULT as u32,
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    // ----- connections --------------------------------------------------------------------
+
+    fn coid_entry(&self, coid: i32) -> Option<&'a AtomicU64> {
+        if coid < 0 {
+            return None;
+        }
+        if coid & SIDE_CHANNEL != 0 {
+            self.a.pool_entry(self.me, (coid & !SIDE_CHANNEL) as u32)
+        } else {
+            self.a.fd_entry(self.me, coid as u32)
+        }
+    }
+
+    /// `ConnectAttach(nd, pid, chid, index, flags)`: see [`crate::System::connect_attach`].
+    pub fn connect_attach(
+        &self,
+        nd: u32,
+        pid: i32,
+        chid: i32,
+        index: i32,
+        flags: u32,
+    ) -> Result<i32, Errno> {
+        let a = self.a;
+        let max = a.limits().max_coids;
+        let side = index & SIDE_CHANNEL != 0;
+        if flags & !cof::ALL != 0 || (!side && (index < 0 || index as u32 >= max)) {
+            tracing::debug!(flags, index, "connect_attach: bad flags or index");
+            return Err(Errno::INVAL);
+        }
+        let _g = self.lock_struct();
+        let p = a.proc(self.me).ok_or(Errno::INVAL)?;
+        if p.fd_count.load(X) + p.side_count.load(X) >= max {
+            tracing::debug!(proc = self.me, "connect_attach: coid limit");
+            return Err(Errno::MFILE);
+        }
+        let fd = if side {
+            None
+        } else {
+            Some(
+                (index as u32..max)
+                    .find(|&n| a.fd_entry(self.me, n).is_some_and(|e| e.load(R) == 0))
+                    .ok_or(Errno::MFILE)?,
+            )
+        };
+        if nd != 0 {
+            return Err(Errno::NOREMOTE);
+        }
+        let server = self.pid_to_proc(pid)?;
+        if chid <= 0 || chid & SIDE_CHANNEL != 0 {
+            return Err(Errno::SRCH);
+        }
+        let ce = a
+            .pool_entry(server, chid as u32)
+            .map(|e| Entry::decode(e.load(R)))
+            .ok_or(Errno::SRCH)?;
+        if ce.kind != entry_kind::CHID {
+            return Err(Errno::SRCH);
+        }
+        let chan = a.chan(ce.idx).ok_or(Errno::SRCH)?;
+        if chan.state.load(R) != obj_word(ce.gen, obj_state::LIVE) {
+            return Err(Errno::SRCH);
+        }
+        // Share an existing connection to the same channel unless either side asks not to.
+        let mut shared = None;
+        if flags & cof::NOSHARE == 0 {
+            shared = (0..a.limits().max_conns()).find(|&i| {
+                a.conn(i).is_some_and(|cn| {
+                    obj_st(cn.state.load(R)) == obj_state::LIVE
+                        && cn.client.load(X) == self.me
+                        && cn.chan.load(X) == ce.idx
+                        && cn.chan_gen.load(X) == ce.gen
+                        && cn.flags.load(X) & cof::NOSHARE == 0
+                })
+            });
+        }
+        let (conn_idx, conn_gen) = match shared {
+            Some(i) => {
+                let cn = a.conn(i).ok_or(Errno::NFILE)?;
+                cn.links.fetch_add(1, X);
+                (i, obj_gen(cn.state.load(R)))
+            }
+            None => {
+                let i = (0..a.limits().max_conns())
+                    .find(|&i| {
+                        a.conn(i)
+                            .is_some_and(|cn| obj_st(cn.state.load(R)) == obj_state::FREE)
+                    })
+                    .ok_or(Errno::NFILE)?;
+                let scoid = self.pool_lowest_free(server).ok_or(Errno::AGAIN)?;
+                let cn = a.conn(i).ok_or(Errno::NFILE)?;
+                let gen = (obj_gen(cn.state.load(R)) + 1) & 0xFF_FFFF;
+                cn.client.store(self.me, X);
+                cn.chan.store(ce.idx, X);
+                cn.chan_gen.store(ce.gen, X);
+                cn.server.store(server, X);
+                cn.scoid.store(scoid, X);
+                cn.links.store(1, X);
+                cn.flags.store(flags, X);
+                cn.state.store(obj_word(gen, obj_state::LIVE), W);
+                if let Some(e) = a.pool_entry(server, scoid) {
+                    e.store(
+                        Entry {
+                            kind: entry_kind::SCOID,
+                            cloexec: false,
+                            gen,
+                            idx: i,
+                        }
+                        .encode(),
+                        W,
+                    );
+                }
+                (i, gen)
+            }
+        };
+        let entry = Entry {
+            kind: entry_kind::COID,
+            cloexec: flags & cof::CLOEXEC != 0,
+            gen: conn_gen,
+            idx: conn_idx,
+        }
+        .encode();
+        let coid = match fd {
+            Some(n) => {
+                a.fd_entry(self.me, n).ok_or(Errno::MFILE)?.store(entry, W);
+                p.fd_count.fetch_add(1, X);
+                n as i32
+            }
+            None => {
+                let Some(n) = self.pool_lowest_free(self.me) else {
+                    self.unlink_conn_locked(conn_idx, conn_gen);
+                    return Err(Errno::AGAIN);
+                };
+                a.pool_entry(self.me, n)
+                    .ok_or(Errno::AGAIN)?
+                    .store(entry, W);
+                p.side_count.fetch_add(1, X);
+                SIDE_CHANNEL | n as i32
+            }
+        };
+        Ok(coid)
+    }
+
+    /// `ConnectDetach(coid)`: see [`crate::System::connect_detach`].
+    pub fn connect_detach(&self, coid: i32) -> Result<(), Errno> {
+        let _g = self.lock_struct();
+        let e = self.coid_entry(coid).ok_or(Errno::INVAL)?;
+        let ent = Entry::decode(e.load(R));
+        match ent.kind {
+            entry_kind::COID => {
+                e.store(0, W);
+                if let Some(p) = self.a.proc(self.me) {
+                    let count = if coid & SIDE_CHANNEL != 0 {
+                        &p.side_count
+                    } else {
+                        &p.fd_count
+                    };
+                    let _ = count.fetch_update(X, X, |v| v.checked_sub(1));
+                }
+                self.unlink_conn_locked(ent.idx, ent.gen);
+                Ok(())
+            }
+            entry_kind::SCOID if coid & SIDE_CHANNEL != 0 => {
+                // A server detaching a scoid: allowed once its last client link is gone.
+                let cn = self.a.conn(ent.idx).ok_or(Errno::INVAL)?;
+                let w = cn.state.load(R);
+                if w != obj_word(ent.gen, obj_state::DISCONNECTED) {
+                    tracing::debug!(coid, "connect_detach: scoid still has client links");
+                    return Err(Errno::INVAL);
+                }
+                e.store(0, W);
+                cn.state.store(obj_word(ent.gen, obj_state::FREE), W);
+                Ok(())
+            }
+            _ => {
+                tracing::debug!(coid, "connect_detach: no such connection");
+                Err(Errno::INVAL)
+            }
+        }
+    }
+
+    /// Drops one client link of a connection (structural lock held). The last link of a live
+    /// connection frees it, with a DISCONNECT pulse first where the channel asks for one.
+    fn unlink_conn_locked(&self, idx: u32, gen: u32) {
+        let a = self.a;
+        let Some(cn) = a.conn(idx) else { return };
+        let w = cn.state.load(R);
+        if obj_gen(w) != gen {
+            return;
+        }
+        let left = cn
+            .links
+            .fetch_update(X, X, |v| v.checked_sub(1))
+            .map(|v| v - 1)
+            .unwrap_or(0);
+        if left > 0 {
+            return;
+        }
+        match obj_st(w) {
+            obj_state::LIVE => {
+                let chan = cn.chan.load(X);
+                let chan_gen = cn.chan_gen.load(X);
+                let scoid = cn.scoid.load(X);
+                let server = cn.server.load(X);
+                let wants = a.chan(chan).is_some_and(|c| {
+                    c.state.load(R) == obj_word(chan_gen, obj_state::LIVE)
+                        && c.flags.load(X) & chf::DISCONNECT != 0
+                });
+                if wants {
+                    cn.state.store(obj_word(gen, obj_state::DISCONNECTED), W);
+                    let prio = PRIORITY_DEFAULT as u32;
+                    if self
+                        .deliver_pulse(
+                            chan,
+                            chan_gen,
+                            pulse_code::DISCONNECT,
+                            0,
+                            SIDE_CHANNEL | scoid as i32,
+                            prio,
+                            true,
+                        )
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            scoid,
+                            "DISCONNECT pulse could not be queued (pulse pool full)"
+                        );
+                    }
+                } else {
+                    if let Some(e) = a.pool_entry(server, scoid) {
+                        if Entry::decode(e.load(R)).idx == idx {
+                            e.store(0, W);
+                        }
+                    }
+                    cn.state.store(obj_word(gen, obj_state::FREE), W);
+                }
+            }
+            obj_state::DEAD => cn.state.store(obj_word(gen, obj_state::FREE), W),
+            _ => {}
+        }
+    }
+
+    fn resolve(&self, coid: i32) -> Result<Target, Errno> {
+        let a = self.a;
+        let e = self.coid_entry(coid).ok_or(Errno::BADF)?;
+        let ent = Entry::decode(e.load(R));
+        if ent.kind != entry_kind::COID {
+            return Err(Errno::BADF);
+        }
+        let cn = a.conn(ent.idx).ok_or(Errno::BADF)?;
+        if cn.state.load(R) != obj_word(ent.gen, obj_state::LIVE) {
+            return Err(Errno::BADF);
+        }
+        let chan = cn.chan.load(X);
+        let chan_gen = cn.chan_gen.load(X);
+        let c = a.chan(chan).ok_or(Errno::BADF)?;
+        if c.state.load(R) != obj_word(chan_gen, obj_state::LIVE) {
+            return Err(Errno::BADF);
+        }
+        Ok(Target {
+            conn: ent.idx,
+            conn_gen: ent.gen,
+            chan,
+            chan_gen,
+        })
+    }
+
+    /// `ConnectServerInfo(pid, coid, info)`: the first client connection at or above `coid`
+    /// (fd range, then side channels); `skip_dead` is the `info == NULL` form.
+    pub fn connect_server_info(
+        &self,
+        pid: i32,
+        coid: i32,
+        skip_dead: bool,
+    ) -> Result<ServerInfo, Errno> {
+        let a = self.a;
+        let p = self.pid_to_proc(pid)?;
+        let max = a.limits().max_coids;
+        let (fd_start, side_start) = if coid < 0 {
+            (0, 0)
+        } else if coid & SIDE_CHANNEL != 0 {
+            (max, (coid & !SIDE_CHANNEL) as u32)
+        } else {
+            (coid as u32, 0)
+        };
+        let candidates = (fd_start..max)
+            .map(|n| (n as i32, a.fd_entry(p, n)))
+            .chain((side_start..max).map(|n| (SIDE_CHANNEL | n as i32, a.pool_entry(p, n))));
+        for (c, e) in candidates {
+            let Some(e) = e else { continue };
+            let ent = Entry::decode(e.load(R));
+            if ent.kind != entry_kind::COID {
+                continue;
+            }
+            let Some(cn) = a.conn(ent.idx) else { continue };
+            let w = cn.state.load(R);
+            if obj_gen(w) != ent.gen {
+                continue;
+            }
+            let dead = obj_st(w) != obj_state::LIVE
+                || a.chan(cn.chan.load(X)).is_none_or(|ch| {
+                    ch.state.load(R) != obj_word(cn.chan_gen.load(X), obj_state::LIVE)
+                });
+            if dead && skip_dead {
+                continue;
+            }
+            let server = cn.server.load(X);
+            let spid = a.proc(server).map_or(0, |sp| sp.pid.load(X) as i32);
+            let chid = a
+                .chan(cn.chan.load(X))
+                .map_or(0, |ch| ch.chid.load(X) as i32);
+            let mut flags =
+                if ent.cloexec { cof::CLOEXEC } else { 0 } | (cn.flags.load(X) & cof::NOSHARE);
+            if dead {
+                flags |= cof::DEAD;
+            }
+            return Ok(ServerInfo {
+                nd: 0,
+                pid: spid,
+                chid,
+                scoid: SIDE_CHANNEL | cn.scoid.load(X) as i32,
+                coid: c,
+                flags,
+            });
+        }
+        Err(Errno::INVAL)
+    }
+
+    /// `ConnectClientInfo(scoid, info, 0)`.
+    pub fn connect_client_info(&self, scoid: i32) -> Result<ClientInfo, Errno> {
+        let a = self.a;
+        let proc_info = |i: u32| -> Result<ClientInfo, Errno> {
+            let p = a.proc(i).ok_or(Errno::INVAL)?;
+            Ok(ClientInfo {
+                nd: 0,
+                pid: p.pid.load(X) as i32,
+                ruid: p.ids[0].load(X),
+                euid: p.ids[1].load(X),
+                rgid: p.ids[2].load(X),
+                egid: p.ids[3].load(X),
+            })
+        };
+        if scoid == -1 {
+            return proc_info(self.me);
+        }
+        if scoid & SIDE_CHANNEL == 0 || scoid < 0 {
+            return Err(Errno::INVAL);
+        }
+        let ent = Entry::decode(
+            a.pool_entry(self.me, (scoid & !SIDE_CHANNEL) as u32)
+                .ok_or(Errno::INVAL)?
+                .load(R),
+        );
+        if ent.kind != entry_kind::SCOID {
+            return Err(Errno::INVAL);
+        }
+        let cn = a.conn(ent.idx).ok_or(Errno::INVAL)?;
+        let w = cn.state.load(R);
+        if obj_gen(w) != ent.gen || !matches!(obj_st(w), obj_state::LIVE | obj_state::DISCONNECTED)
+        {
+            return Err(Errno::INVAL);
+        }
+        proc_info(cn.client.load(X))
+    }
+
+    /// `ConnectFlags(pid, coid, mask, bits)`: returns the previous flags.
+    pub fn connect_flags(&self, pid: i32, coid: i32, mask: u32, bits: u32) -> Result<u32, Errno> {
+        let p = self.pid_to_proc(pid)?;
+        if p != self.me {
+            // Another process's table is its own business; QNX allows it, but our tables are
+            // written only by their owner (and its cleaner).
+            return Err(Errno::PERM);
+        }
+        let _g = self.lock_struct();
+        let e = self.coid_entry(coid).ok_or(Errno::BADF)?;
+        let mut ent = Entry::decode(e.load(R));
+        if ent.kind != entry_kind::COID {
+            return Err(Errno::BADF);
+        }
+        let prev = if ent.cloexec { cof::CLOEXEC } else { 0 };
+        if mask & cof::CLOEXEC != 0 {
+            ent.cloexec = bits & cof::CLOEXEC != 0;
+            e.store(ent.encode(), W);
+        }
+        Ok(prev)
+    }
+
+    // ----- queues -------------------------------------------------------------------------
+
+    fn node_key_next(&self, node: u32) -> Option<(u32, &'a AtomicU32)> {
+        if node & 0x8000_0000 != 0 {
+            let p = self.a.pulse(node & 0x7FFF_FFFF)?;
+            Some((p.key.load(X), &p.next))
+        } else {
+            let t = self.a.thread(node.checked_sub(1)?)?;
+            Some((t.key.load(X), &t.next))
+        }
+    }
+
+    /// Inserts `node` with `key` after every node whose key is >= it (channel lock held).
+    fn queue_insert(&self, c: &Channel, node: u32, key: u32) -> bool {
+        let Some((_, my_next)) = self.node_key_next(node) else {
+            return false;
+        };
+        let mut prev: Option<&AtomicU32> = None;
+        let mut cur = c.q_head.load(X);
+        let mut guard = 0;
+        while cur != 0 && guard <= self.a.limits().thread_slots() + self.a.limits().max_pulses {
+            guard += 1;
+            let Some((k, next)) = self.node_key_next(cur) else {
+                break;
+            };
+            if k < key {
+                break;
+            }
+            prev = Some(next);
+            cur = next.load(X);
+        }
+        my_next.store(cur, X);
+        match prev {
+            Some(p) => p.store(node, X),
+            None => c.q_head.store(node, X),
+        }
+        c.q_len.fetch_add(1, X);
+        true
+    }
+
+    /// Unlinks the first node accepted by `want` (channel lock held).
+    fn queue_take(&self, c: &Channel, want: impl Fn(u32) -> bool) -> Option<u32> {
+        let mut prev: Option<&AtomicU32> = None;
+        let mut cur = c.q_head.load(X);
+        let mut guard = 0;
+        while cur != 0 && guard <= self.a.limits().thread_slots() + self.a.limits().max_pulses {
+            guard += 1;
+            let (_, next) = self.node_key_next(cur)?;
+            let after = next.load(X);
+            if want(cur) {
+                match prev {
+                    Some(p) => p.store(after, X),
+                    None => c.q_head.store(after, X),
+                }
+                let _ = c.q_len.fetch_update(X, X, |v| v.checked_sub(1));
+                return Some(cur);
+            }
+            prev = Some(next);
+            cur = after;
+        }
+        None
+    }
+
+    fn queue_remove(&self, c: &Channel, node: u32) -> bool {
+        self.queue_take(c, |n| n == node).is_some()
+    }
+
+    /// Pops the most recent waiting receiver that accepts this kind of node (channel lock held).
+    fn recv_stack_pop(&self, c: &Channel, pulse: bool) -> Option<u32> {
+        let mut prev: Option<&AtomicU32> = None;
+        let mut cur = c.recv_top.load(X);
+        let mut guard = 0;
+        while cur != 0 && guard <= self.a.limits().thread_slots() {
+            guard += 1;
+            let rt = self.a.thread(cur - 1)?;
+            let after = rt.recv_next.load(X);
+            if pulse || rt.recv_pulse_only.load(X) == 0 {
+                match prev {
+                    Some(p) => p.store(after, X),
+                    None => c.recv_top.store(after, X),
+                }
+                return Some(cur - 1);
+            }
+            prev = Some(&rt.recv_next);
+            cur = after;
+        }
+        None
+    }
+
+    fn recv_stack_remove(&self, c: &Channel, slot: u32) {
+        let mut prev: Option<&AtomicU32> = None;
+        let mut cur = c.recv_top.load(X);
+        let mut guard = 0;
+        while cur != 0 && guard <= self.a.limits().thread_slots() {
+            guard += 1;
+            let Some(rt) = self.a.thread(cur - 1) else {
+                return;
+            };
+            let after = rt.recv_next.load(X);
+            if cur - 1 == slot {
+                match prev {
+                    Some(p) => p.store(after, X),
+                    None => c.recv_top.store(after, X),
+                }
+                return;
+            }
+            prev = Some(&rt.recv_next);
+            cur = after;
+        }
+    }
+
+    // ----- pulses -------------------------------------------------------------------------
+
+    fn pulse_alloc(&self) -> Option<u32> {
+        let n = self.a.limits().max_pulses;
+        // Start from a per-process spot so processes rarely collide on the same objects.
+        let start = (self.me * 61) % n;
+        (0..n).map(|i| (start + i) % n).find(|&i| {
+            self.a.pulse(i).is_some_and(|p| {
+                let w = p.state.load(R);
+                obj_st(w) == obj_state::FREE
+                    && p.state
+                        .compare_exchange(
+                            w,
+                            obj_word(obj_gen(w) + 1, obj_state::LIVE),
+                            Ordering::AcqRel,
+                            X,
+                        )
+                        .is_ok()
+            })
+        })
+    }
+
+    fn pulse_free(&self, p: &super::layout::PulseObj) {
+        let w = p.state.load(R);
+        p.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+    }
+
+    /// Delivers a pulse to channel `chan`: straight to a waiting receiver, else queued.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_pulse(
+        &self,
+        chan: u32,
+        chan_gen: u32,
+        code: i8,
+        value: i32,
+        scoid: i32,
+        prio: u32,
+        boost: bool,
+    ) -> Result<(), Errno> {
+        let a = self.a;
+        let c = a.chan(chan).ok_or(Errno::BADF)?;
+        let pi = self.pulse_alloc().ok_or_else(|| {
+            tracing::debug!("pulse pool exhausted");
+            Errno::AGAIN
+        })?;
+        let p = a.pulse(pi).ok_or(Errno::AGAIN)?;
+        p.data[0].store(code as u8 as u32, X);
+        p.data[1].store(value as u32, X);
+        p.data[2].store(scoid as u32, X);
+        p.data[3].store(prio, X);
+        p.chan.store(chan, X);
+        p.key.store(queue_key(prio, boost), X);
+        let woke = {
+            let _cg = self.lock_chan(c);
+            if c.state.load(R) != obj_word(chan_gen, obj_state::LIVE) {
+                self.pulse_free(p);
+                return Err(Errno::BADF);
+            }
+            match self.recv_stack_pop(c, true) {
+                Some(r) => {
+                    let rt = a.thread(r).ok_or(Errno::BADF)?;
+                    for (d, s) in rt.pulse.iter().zip(p.data.iter()) {
+                        d.store(s.load(X), X);
+                    }
+                    rt.handoff.store(HANDOFF_PULSE, X);
+                    self.pulse_free(p);
+                    Some(rt)
+                }
+                None => {
+                    self.queue_insert(c, node_pulse(pi), queue_key(prio, boost));
+                    None
+                }
+            }
+        };
+        if let Some(rt) = woke {
+            let w = rt.state.load(R);
+            let _ = proto::transition(
+                &rt.state,
+                &OsFutex,
+                proto::gen_of(w),
+                st::RECV_WAIT,
+                st::RECV_HANDED,
+            );
+        }
+        Ok(())
+    }
+
+    /// `MsgSendPulse(coid, priority, code, value)`: see [`crate::System::msg_send_pulse`].
+    pub fn msg_send_pulse(
+        &self,
+        slot: u32,
+        coid: i32,
+        priority: i32,
+        code: i8,
+        value: i32,
+    ) -> Result<(), Errno> {
+        let prio = if priority == -1 {
+            self.a
+                .thread(slot)
+                .map_or(PRIORITY_DEFAULT as u32, |t| t.priority.load(X))
+        } else {
+            (priority as u32) & 0xFF
+        };
+        if prio == 0 {
+            return Err(Errno::INVAL);
+        }
+        let t = self.resolve(coid)?;
+        let scoid = self.a.conn(t.conn).map_or(0, |c| c.scoid.load(X));
+        self.deliver_pulse(
+            t.chan,
+            t.chan_gen,
+            code,
+            value,
+            SIDE_CHANNEL | scoid as i32,
+            prio,
+            false,
+        )
+    }
+
+    // ----- messages -----------------------------------------------------------------------
+
+    fn wait_mode_of(&self, c: &Channel, system: WaitMode) -> WaitMode {
+        match c.wait_mode.load(X) {
+            1 => WaitMode::Blocking,
+            _ => system,
+        }
+    }
+
+    /// `MsgSendv(coid, siov, riov)`: the client side of a message exchange. Gathers `sparts`,
+    /// blocks until the reply and scatters it into `rparts`. Returns the reply status.
+    pub fn msg_send(
+        &self,
+        slot: u32,
+        coid: i32,
+        sparts: &[&[u8]],
+        rparts: &mut [&mut [u8]],
+        mode: WaitMode,
+    ) -> Result<i32, Errno> {
+        let a = self.a;
+        let max = a.limits().max_msg_size as usize;
+        let slen: usize = sparts.iter().map(|p| p.len()).sum();
+        if slen > max {
+            tracing::debug!(coid, slen, max, "msg_send: message too large");
+            return Err(Errno::MSGSIZE);
+        }
+        let rcap = rparts.iter().map(|p| p.len()).sum::<usize>().min(max);
+        let ts = a.thread(slot).ok_or(Errno::AGAIN)?;
+        loop {
+            let t = self.resolve(coid)?;
+            let c = a.chan(t.chan).ok_or(Errno::BADF)?;
+            let w = ts.state.load(R);
+            let mut gen = proto::gen_of(w);
+            // A new connection gives the thread a new generation: rcvids name (thread, connection).
+            if ts.conn.load(X) != t.conn || ts.conn_gen.load(X) != t.conn_gen {
+                gen = gen.wrapping_add(1);
+                ts.conn.store(t.conn, X);
+                ts.conn_gen.store(t.conn_gen, X);
+            }
+            let mut off = 0;
+            for p in sparts {
+                off += a.buf_write(slot, Buf::Send, off, p);
+            }
+            ts.send_len.store(slen as u32, X);
+            ts.reply_cap.store(rcap as u32, X);
+            ts.reply_len.store(0, X);
+            ts.result.store(0, X);
+            ts.result_kind.store(0, X);
+            ts.mi_flags.store(0, X);
+            ts.coid.store(coid as u32, X);
+            ts.chan.store(t.chan, X);
+            ts.served_by.store(0, X);
+            let key = queue_key(ts.priority.load(X), false);
+            ts.key.store(key, X);
+            let handed = {
+                let _cg = self.lock_chan(c);
+                if c.state.load(R) != obj_word(t.chan_gen, obj_state::LIVE) {
+                    ts.state.store(proto::make(gen, st::IDLE), W);
+                    return Err(Errno::BADF);
+                }
+                c.last_sender.store(slot + 1, X);
+                match self.recv_stack_pop(c, false) {
+                    Some(r) => {
+                        let rt = a.thread(r).ok_or(Errno::BADF)?;
+                        ts.state.store(proto::make(gen, st::RECV_COPY), W);
+                        ts.served_by.store(r + 1, X);
+                        rt.handoff.store(node_thread(slot), X);
+                        Some(rt)
+                    }
+                    None => {
+                        ts.state.store(proto::make(gen, st::SEND_BLOCKED), W);
+                        self.queue_insert(c, node_thread(slot), key);
+                        None
+                    }
+                }
+            };
+            if let Some(rt) = handed {
+                let rw = rt.state.load(R);
+                let _ = proto::transition(
+                    &rt.state,
+                    &OsFutex,
+                    proto::gen_of(rw),
+                    st::RECV_WAIT,
+                    st::RECV_HANDED,
+                );
+            }
+            let peer = match ts.served_by.load(X) {
+                0 => c
+                    .last_receiver
+                    .load(X)
+                    .checked_sub(1)
+                    .and_then(|r| a.thread(r)),
+                r => a.thread(r - 1),
+            };
+            let budget = match self.wait_mode_of(c, mode) {
+                WaitMode::Adaptive(b) => b,
+                WaitMode::Blocking => Duration::ZERO,
+            };
+            let mut spin = Adaptive::new(ts, peer, budget);
+            let _ = proto::wait_for(
+                &ts.state,
+                &OsFutex,
+                |x| proto::state_of(x) == st::REPLIED,
+                &mut spin,
+                None,
+            );
+            let kind = ts.result_kind.load(X);
+            let result = ts.result.load(X) as i32;
+            let rlen = (ts.reply_len.load(X) as usize).min(rcap);
+            let mut roff = 0;
+            for p in rparts.iter_mut() {
+                if roff >= rlen {
+                    break;
+                }
+                let want = p.len().min(rlen - roff);
+                roff += a.buf_read(slot, Buf::Reply, roff, rlen, &mut p[..want]);
+            }
+            ts.state.store(proto::make(gen, st::IDLE), W);
+            if kind == 0 {
+                return Ok(result);
+            }
+            match Errno::from_raw(result) {
+                Errno::OK => return Ok(0),
+                Errno::RESTART => continue,
+                e => {
+                    tracing::debug!(coid, errno = ?e, "msg_send failed");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// `MsgReceivev(chid, iov, info)` (and `MsgReceivePulsev` with `pulse_only`): the server side.
+    pub fn msg_receive(
+        &self,
+        slot: u32,
+        chid: i32,
+        parts: &mut [&mut [u8]],
+        pulse_only: bool,
+        mode: WaitMode,
+    ) -> Result<Received, Errno> {
+        let a = self.a;
+        let (cidx, cgen, c) = self.own_chan(chid).ok_or_else(|| {
+            tracing::debug!(chid, "msg_receive: no such channel");
+            Errno::SRCH
+        })?;
+        let rt = a.thread(slot).ok_or(Errno::AGAIN)?;
+        let my_gen = proto::gen_of(rt.state.load(R));
+        enum Got {
+            Thread(u32),
+            Pulse([u32; 4]),
+        }
+        let got = {
+            let cg = self.lock_chan(c);
+            if c.state.load(R) != obj_word(cgen, obj_state::LIVE) {
+                return Err(Errno::SRCH);
+            }
+            c.last_receiver.store(slot + 1, X);
+            let node = self.queue_take(c, |n| !pulse_only || n & 0x8000_0000 != 0);
+            match node {
+                Some(n) if n & 0x8000_0000 != 0 => {
+                    let p = a.pulse(n & 0x7FFF_FFFF).ok_or(Errno::SRCH)?;
+                    let d = [
+                        p.data[0].load(X),
+                        p.data[1].load(X),
+                        p.data[2].load(X),
+                        p.data[3].load(X),
+                    ];
+                    self.pulse_free(p);
+                    Some(Got::Pulse(d))
+                }
+                Some(n) => {
+                    let s = n - 1;
+                    let ts = a.thread(s).ok_or(Errno::SRCH)?;
+                    let w = ts.state.load(R);
+                    if proto::transition(
+                        &ts.state,
+                        &OsFutex,
+                        proto::gen_of(w),
+                        st::SEND_BLOCKED,
+                        st::RECV_COPY,
+                    )
+                    .is_err()
+                    {
+                        // Not a sender in the state the queue implies: a corrupted queue. Drop it.
+                        tracing::warn!(slot = s, "queued thread slot was not SEND-blocked");
+                        return Err(Errno::INTR);
+                    }
+                    ts.served_by.store(slot + 1, X);
+                    Some(Got::Thread(s))
+                }
+                None => {
+                    rt.recv_next.store(c.recv_top.load(X), X);
+                    rt.recv_chan.store(cidx, X);
+                    rt.recv_pulse_only.store(pulse_only as u32, X);
+                    rt.handoff.store(0, X);
+                    rt.state.store(proto::make(my_gen, st::RECV_WAIT), W);
+                    c.recv_top.store(slot + 1, X);
+                    drop(cg);
+                    None
+                }
+            }
+        };
+        let got = match got {
+            Some(g) => g,
+            None => {
+                let peer = c
+                    .last_sender
+                    .load(X)
+                    .checked_sub(1)
+                    .and_then(|s| a.thread(s));
+                let budget = match self.wait_mode_of(c, mode) {
+                    WaitMode::Adaptive(b) => b,
+                    WaitMode::Blocking => Duration::ZERO,
+                };
+                let mut spin = Adaptive::new(rt, peer, budget);
+                let _ = proto::wait_for(
+                    &rt.state,
+                    &OsFutex,
+                    |x| proto::state_of(x) == st::RECV_HANDED,
+                    &mut spin,
+                    None,
+                );
+                let h = rt.handoff.load(X);
+                rt.state.store(proto::make(my_gen, st::IDLE), W);
+                match h {
+                    HANDOFF_PULSE => Got::Pulse([
+                        rt.pulse[0].load(X),
+                        rt.pulse[1].load(X),
+                        rt.pulse[2].load(X),
+                        rt.pulse[3].load(X),
+                    ]),
+                    HANDOFF_CHAN_GONE => return Err(Errno::SRCH),
+                    n if n >= 1 && n <= a.limits().thread_slots() => Got::Thread(n - 1),
+                    _ => {
+                        tracing::warn!(handoff = h, "corrupted receiver hand-off");
+                        return Err(Errno::INTR);
+                    }
+                }
+            }
+        };
+        match got {
+            Got::Pulse(d) => {
+                let pulse = Pulse {
+                    code: d[0] as u8 as i8,
+                    value: d[1] as i32,
+                    scoid: d[2] as i32,
+                    priority: d[3] as u8,
+                };
+                let room: usize = parts.iter().map(|p| p.len()).sum();
+                if room < Pulse::WIRE_SIZE {
+                    return Err(Errno::FAULT);
+                }
+                let bytes = pulse.to_bytes();
+                let mut off = 0;
+                for p in parts.iter_mut() {
+                    let n = p.len().min(bytes.len() - off);
+                    p[..n].copy_from_slice(&bytes[off..off + n]);
+                    off += n;
+                    if off == bytes.len() {
+                        break;
+                    }
+                }
+                Ok(Received::Pulse(pulse))
+            }
+            Got::Thread(s) => {
+                let ts = a.thread(s).ok_or(Errno::SRCH)?;
+                let slen = (ts.send_len.load(X) as usize).min(a.limits().max_msg_size as usize);
+                let mut off = 0;
+                for p in parts.iter_mut() {
+                    if off >= slen {
+                        break;
+                    }
+                    off += a.buf_read(s, Buf::Send, off, slen, p);
+                }
+                let mut info = self.info_of(s, ts);
+                info.msglen = off as u32;
+                let w = ts.state.load(R);
+                let gen = proto::gen_of(w);
+                let _ =
+                    proto::transition(&ts.state, &OsFutex, gen, st::RECV_COPY, st::REPLY_BLOCKED);
+                Ok(Received::Message {
+                    rcvid: rcvid_pack(s, gen),
+                    info,
+                })
+            }
+        }
+    }
+
+    fn info_of(&self, s: u32, ts: &ThreadSlot) -> MsgInfo {
+        let a = self.a;
+        let t = a.limits().threads_per_process;
+        let cn = a.conn(ts.conn.load(X));
+        let client = cn.map_or(u32::MAX, |c| c.client.load(X));
+        MsgInfo {
+            nd: 0,
+            srcnd: 0,
+            pid: a.proc(client).map_or(0, |p| p.pid.load(X) as i32),
+            tid: (s % t + 1) as i32,
+            chid: a.chan(ts.chan.load(X)).map_or(0, |c| c.chid.load(X) as i32),
+            scoid: cn.map_or(0, |c| SIDE_CHANNEL | c.scoid.load(X) as i32),
+            coid: ts.coid.load(X) as i32,
+            msglen: 0,
+            srcmsglen: ts.send_len.load(X),
+            dstmsglen: ts.reply_cap.load(X),
+            priority: ts.priority.load(X) as u8,
+            flags: ts.mi_flags.load(X) & mi::UNBLOCK_REQ,
+        }
+    }
+
+    /// Pins the client slot named by `rcvid` (REPLY_BLOCKED → REPLY_BUSY), checking that it is
+    /// blocked on one of the caller's channels. `ESRCH` otherwise.
+    fn pin(&self, rcvid: i32) -> Result<(u32, u16, &'a ThreadSlot), Errno> {
+        let a = self.a;
+        let bad = || {
+            tracing::debug!(rcvid, "no client is REPLY-blocked on this rcvid");
+            Errno::SRCH
+        };
+        let (s, gen) = rcvid_unpack(rcvid).ok_or_else(bad)?;
+        let ts = a.thread(s).ok_or_else(bad)?;
+        loop {
+            match proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BLOCKED, st::REPLY_BUSY) {
+                Ok(()) => break,
+                Err(w) if proto::gen_of(w) == gen && proto::state_of(w) == st::REPLY_BUSY => {
+                    // Another of our threads is using this rcvid; wait for it.
+                    let _ = proto::wait_for(
+                        &ts.state,
+                        &OsFutex,
+                        |x| proto::state_of(x) != st::REPLY_BUSY || proto::gen_of(x) != gen,
+                        &mut proto::NoSpin,
+                        None,
+                    );
+                }
+                Err(_) => return Err(bad()),
+            }
+        }
+        let owner_ok = a.chan(ts.chan.load(X)).is_some_and(|c| {
+            obj_st(c.state.load(R)) == obj_state::LIVE && c.owner.load(X) == self.me
+        });
+        if !owner_ok || ts.alloc.load(R) == 0 {
+            let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLY_BLOCKED);
+            return Err(bad());
+        }
+        Ok((s, gen, ts))
+    }
+
+    /// `MsgReplyv(rcvid, status, iov)`.
+    pub fn msg_reply(&self, rcvid: i32, status: i32, parts: &[&[u8]]) -> Result<(), Errno> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.a.limits().max_msg_size as usize {
+            return Err(Errno::MSGSIZE);
+        }
+        let (s, gen, ts) = self.pin(rcvid)?;
+        let cap = ts.reply_cap.load(X) as usize;
+        let mut off = 0;
+        for p in parts {
+            if off >= cap {
+                break;
+            }
+            let n = p.len().min(cap - off);
+            off += self.a.buf_write(s, Buf::Reply, off, &p[..n]);
+        }
+        ts.reply_len
+            .store((ts.reply_len.load(X) as usize).max(off) as u32, X);
+        ts.result.store(status as u32, X);
+        ts.result_kind.store(0, X);
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+        Ok(())
+    }
+
+    /// `MsgError(rcvid, err)`.
+    pub fn msg_error(&self, rcvid: i32, err: Errno) -> Result<(), Errno> {
+        let (_, gen, ts) = self.pin(rcvid)?;
+        ts.result.store(err.raw() as u32, X);
+        ts.result_kind.store(1, X);
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+        Ok(())
+    }
+
+    /// `MsgRead(rcvid, msg, bytes, offset)`.
+    pub fn msg_read(&self, rcvid: i32, offset: usize, buf: &mut [u8]) -> Result<usize, Errno> {
+        let (s, gen, ts) = self.pin(rcvid)?;
+        let n = self
+            .a
+            .buf_read(s, Buf::Send, offset, ts.send_len.load(X) as usize, buf);
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLY_BLOCKED);
+        Ok(n)
+    }
+
+    /// `MsgWrite(rcvid, msg, bytes, offset)`.
+    pub fn msg_write(&self, rcvid: i32, offset: usize, data: &[u8]) -> Result<usize, Errno> {
+        let (s, gen, ts) = self.pin(rcvid)?;
+        let cap = ts.reply_cap.load(X) as usize;
+        let n = if offset >= cap {
+            0
+        } else {
+            self.a
+                .buf_write(s, Buf::Reply, offset, &data[..data.len().min(cap - offset)])
+        };
+        if n > 0 {
+            ts.reply_len
+                .store((ts.reply_len.load(X) as usize).max(offset + n) as u32, X);
+        }
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLY_BLOCKED);
+        Ok(n)
+    }
+
+    /// `MsgInfo(rcvid, info)`.
+    pub fn msg_info(&self, rcvid: i32) -> Result<MsgInfo, Errno> {
+        let (s, gen, ts) = self.pin(rcvid)?;
+        let mut info = self.info_of(s, ts);
+        info.msglen = info.srcmsglen;
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLY_BLOCKED);
+        Ok(info)
+    }
+
+    // ----- names --------------------------------------------------------------------------
+
+    fn name_matches(&self, i: u32, path: &[u8]) -> bool {
+        let Some(e) = self.a.name(i) else {
+            return false;
+        };
+        if obj_st(e.state.load(R)) != obj_state::LIVE || e.len.load(X) as usize != path.len() {
+            return false;
+        }
+        let mut buf = [0u8; NAME_MAX];
+        for (k, w) in e.bytes.iter().enumerate() {
+            buf[k * 8..k * 8 + 8].copy_from_slice(&w.load(X).to_le_bytes());
+        }
+        &buf[..path.len()] == path
+    }
+
+    /// Registers `path` for channel `chid` of the caller (`EEXIST` if taken).
+    pub fn name_register(&self, path: &str, chid: i32) -> Result<u32, Errno> {
+        let bytes = path.as_bytes();
+        if bytes.len() > NAME_MAX {
+            return Err(Errno::NAMETOOLONG);
+        }
+        let _g = self.lock_struct();
+        let n = self.a.limits().max_names;
+        if (0..n).any(|i| self.name_matches(i, bytes)) {
+            tracing::debug!(path, "name already attached");
+            return Err(Errno::EXIST);
+        }
+        let (cidx, cgen, _) = self.own_chan(chid).ok_or(Errno::INVAL)?;
+        let i = (0..n)
+            .find(|&i| {
+                self.a
+                    .name(i)
+                    .is_some_and(|e| obj_st(e.state.load(R)) == obj_state::FREE)
+            })
+            .ok_or(Errno::AGAIN)?;
+        let e = self.a.name(i).ok_or(Errno::AGAIN)?;
+        let mut buf = [0u8; NAME_MAX];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        for (k, w) in e.bytes.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&buf[k * 8..k * 8 + 8]);
+            w.store(u64::from_le_bytes(chunk), X);
+        }
+        e.len.store(bytes.len() as u32, X);
+        e.owner.store(self.me, X);
+        e.chan.store(cidx, X);
+        e.chan_gen.store(cgen, X);
+        e.chid.store(chid as u32, X);
+        let gen = (obj_gen(e.state.load(R)) + 1) & 0xFF_FFFF;
+        e.state.store(obj_word(gen, obj_state::LIVE), W);
+        Ok(i)
+    }
+
+    /// Removes the caller's registration of `path`.
+    pub fn name_unregister(&self, path: &str) -> Result<(), Errno> {
+        let _g = self.lock_struct();
+        let i = (0..self.a.limits().max_names)
+            .find(|&i| self.name_matches(i, path.as_bytes()))
+            .ok_or(Errno::NOENT)?;
+        let e = self.a.name(i).ok_or(Errno::NOENT)?;
+        if e.owner.load(X) != self.me {
+            return Err(Errno::PERM);
+        }
+        let w = e.state.load(R);
+        e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+        Ok(())
+    }
+
+    fn drop_names_of(&self, owner: u32) {
+        for i in 0..self.a.limits().max_names {
+            let Some(e) = self.a.name(i) else { continue };
+            let w = e.state.load(R);
+            if obj_st(w) == obj_state::LIVE && e.owner.load(X) == owner {
+                e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+            }
+        }
+    }
+
+    /// Looks `path` up: (server pid, chid).
+    pub fn name_lookup(&self, path: &str) -> Result<(i32, i32), Errno> {
+        let _g = self.lock_struct();
+        let i = (0..self.a.limits().max_names)
+            .find(|&i| self.name_matches(i, path.as_bytes()))
+            .ok_or(Errno::NOENT)?;
+        let e = self.a.name(i).ok_or(Errno::NOENT)?;
+        let owner = self.a.proc(e.owner.load(X)).ok_or(Errno::NOENT)?;
+        Ok((owner.pid.load(X) as i32, e.chid.load(X) as i32))
+    }
+
+    /// The caller's death channel chid (0 if none).
+    pub fn death_chid(&self) -> u32 {
+        self.a.proc(self.me).map_or(0, |p| p.death_chid.load(X))
+    }
+}

@@ -1,0 +1,146 @@
+//! The one concurrency facade: every atomic, cell, spin and futex wait that crosses the arena goes
+//! through here, so the slot protocol runs on std atomics with real shared futexes in production
+//! and on loom's atomics, with waits turned into yields, under `--cfg loom`.
+//!
+//! The protocol code is generic over [`Word`] (the 32-bit state word) and [`Wait`] (how a thread
+//! sleeps on it), as iceoryx2's lock strategies take their wait and wake as closures.
+#![allow(clippy::disallowed_types)]
+
+use std::time::Duration;
+
+/// Atomics: std's in production, loom's under `--cfg loom`.
+pub mod atomic {
+    #[cfg(loom)]
+    pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+    #[cfg(not(loom))]
+    pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+}
+
+/// Interior-mutable cells with loom's `with`/`with_mut` interface, so loom can detect data races on
+/// message bytes in the models.
+pub mod cell {
+    #[cfg(loom)]
+    pub use loom::cell::UnsafeCell;
+
+    /// `std::cell::UnsafeCell` with loom's closure-based access.
+    #[cfg(not(loom))]
+    #[derive(Debug, Default)]
+    pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        /// Wraps `v`.
+        pub const fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        /// Calls `f` with a shared raw pointer to the value.
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        /// Calls `f` with a mutable raw pointer to the value.
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+use atomic::{AtomicU32, Ordering};
+
+/// One step of a busy wait: a CPU spin hint in production, a yield to the model checker under loom
+/// (a spinning loom thread must let the others run).
+#[inline]
+pub fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
+/// A 32-bit word the protocol works on: an arena atomic in production, a loom atomic in models.
+pub trait Word: Sync {
+    /// Atomic load.
+    fn load(&self, o: Ordering) -> u32;
+    /// Atomic store.
+    fn store(&self, v: u32, o: Ordering);
+    /// Atomic compare-and-exchange (strong).
+    fn cas(&self, current: u32, new: u32, success: Ordering, failure: Ordering)
+        -> Result<u32, u32>;
+    /// Atomic swap.
+    fn swap(&self, v: u32, o: Ordering) -> u32;
+}
+
+impl Word for AtomicU32 {
+    #[inline]
+    fn load(&self, o: Ordering) -> u32 {
+        AtomicU32::load(self, o)
+    }
+    #[inline]
+    fn store(&self, v: u32, o: Ordering) {
+        AtomicU32::store(self, v, o)
+    }
+    #[inline]
+    fn cas(&self, current: u32, new: u32, s: Ordering, f: Ordering) -> Result<u32, u32> {
+        AtomicU32::compare_exchange(self, current, new, s, f)
+    }
+    #[inline]
+    fn swap(&self, v: u32, o: Ordering) -> u32 {
+        AtomicU32::swap(self, v, o)
+    }
+}
+
+/// Why a wait returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// Woken, or the word no longer held the expected value, or a spurious wake-up: re-check.
+    Recheck,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// How a thread sleeps on a [`Word`] and wakes sleepers: shared futexes in production, yields in
+/// models. Implementations may return spuriously; callers re-check the word.
+pub trait Wait<W: Word + ?Sized> {
+    /// Sleeps while `word == expected`, at most `timeout` (`None`: no limit).
+    fn wait(&self, word: &W, expected: u32, timeout: Option<Duration>) -> Woken;
+    /// Wakes up to `n` threads sleeping on `word`.
+    fn wake(&self, word: &W, n: u32);
+}
+
+/// Real shared (not `FUTEX_PRIVATE`) futexes on arena words.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsFutex;
+
+#[cfg(not(loom))]
+impl Wait<AtomicU32> for OsFutex {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Woken {
+        match crate::sys::futex_wait(word, expected, timeout) {
+            Err(e) if e == crate::Errno::TIMEDOUT => Woken::TimedOut,
+            _ => Woken::Recheck,
+        }
+    }
+    fn wake(&self, word: &AtomicU32, n: u32) {
+        crate::sys::futex_wake(word, n);
+    }
+}
+
+/// The model checker's stand-in for a futex: a wait is a yield (a spurious wake-up, which the
+/// protocol must tolerate); a wake does nothing.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct YieldWait;
+
+#[cfg(loom)]
+impl<W: Word> Wait<W> for YieldWait {
+    fn wait(&self, word: &W, expected: u32, timeout: Option<Duration>) -> Woken {
+        if word.load(Ordering::Acquire) == expected {
+            loom::thread::yield_now();
+        }
+        if timeout.is_some() {
+            Woken::TimedOut
+        } else {
+            Woken::Recheck
+        }
+    }
+    fn wake(&self, _word: &W, _n: u32) {}
+}

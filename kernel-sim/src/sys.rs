@@ -1,0 +1,155 @@
+//! Thin, safe wrappers over the few Linux system calls the kernel needs: shared futexes, CPU and
+//! process identity, randomness. Every `unsafe` block here states why its contract holds.
+#![allow(unsafe_code)]
+
+use crate::sync::atomic::AtomicU32;
+use crate::Errno;
+use std::time::Duration;
+
+/// `FUTEX_WAIT` (shared) on `word`: sleeps while it holds `expected`, at most `timeout`.
+///
+/// Returns `Ok` when woken (or spuriously), `EAGAIN` if the word did not hold `expected`,
+/// `ETIMEDOUT`, or `EINTR`.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<(), Errno> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, 4-byte aligned atomic (in the shared mapping or on the heap) for the
+    // duration of the call; FUTEX_WAIT only reads it. Without FUTEX_PRIVATE_FLAG the kernel keys the
+    // wait on the physical page, so waiters in other processes mapping the same file are matched.
+    // `ts_ptr` is null or points at `ts`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            core::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last_os_error())
+    }
+}
+
+/// `FUTEX_WAKE` (shared): wakes up to `n` threads sleeping on `word`; returns how many woke.
+pub fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the word's memory at all.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n.min(i32::MAX as u32),
+            core::ptr::null::<libc::timespec>(),
+            core::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    r.max(0) as u32
+}
+
+/// The CPU the calling thread runs on now (`sched_getcpu`, a vDSO call), or `u32::MAX`.
+pub fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    if c < 0 {
+        u32::MAX
+    } else {
+        c as u32
+    }
+}
+
+/// The calling process's pid.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments or preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Real and effective user and group ids of the caller.
+pub fn ids() -> (u32, u32, u32, u32) {
+    // SAFETY: these calls have no arguments or preconditions and cannot fail.
+    unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
+/// `None` if no such process exists. Together with the pid it names one process image's lifetime,
+/// so pid reuse cannot fool a liveness check.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' come field 3 (state) onwards; the start time is field 22, the 20th of these.
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None; // a zombie has exited: it holds nothing any more
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the process that registered as (`pid`, `start_time`) is still running.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    process_start_time(pid) == Some(start_time)
+}
+
+/// A random 64-bit value from the OS (`getrandom`), never 0.
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: the buffer is a valid, writable 8-byte local; getrandom writes at most 8 bytes.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, 0) };
+    if n != 8 {
+        // Fall back to a mix of time and pid; the token only has to differ between images.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        v = t ^ ((getpid() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    v.max(1)
+}
+
+/// Reserves `len` bytes for the file (`posix_fallocate`), so a full /dev/shm is an error now
+/// rather than a SIGBUS on first touch later.
+pub fn fallocate(file: &std::fs::File, len: u64) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is open for writing for the duration of the call (borrowed from `file`).
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw(r))
+    }
+}
+
+/// Registers `f` to run at normal process exit (`atexit`).
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with no captured state, valid for the life of the program;
+    // atexit only stores the pointer.
+    unsafe {
+        libc::atexit(f);
+    }
+}
