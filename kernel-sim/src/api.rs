@@ -378,6 +378,15 @@ impl Received {
     }
 }
 
+/// A snapshot of a channel's queues ([`System::channel_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Messages (SEND-blocked clients) and pulses queued.
+    pub queued: u32,
+    /// Threads RECEIVE-blocked on the channel.
+    pub receivers: u32,
+}
+
 /// A name registered with [`System::name_attach`] (`name_attach_t`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAttach {
@@ -811,6 +820,17 @@ impl System {
     pub fn msg_send_pulse(&self, coid: Coid, priority: i32, code: i8, value: i32) -> Result<()> {
         let slot = self.slot()?;
         self.k().msg_send_pulse(slot, coid.0, priority, code, value)
+    }
+
+    /// How many messages and pulses wait on one of this process's channels, and how many threads
+    /// wait to receive on it: a snapshot, for tests and tools that must know a sender is queued.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `chid` is not a channel of this process.
+    pub fn channel_stats(&self, chid: Chid) -> Result<ChannelStats> {
+        let (queued, receivers) = self.k().channel_stats(chid.0)?;
+        Ok(ChannelStats { queued, receivers })
     }
 
     // ----- fd-style helpers ---------------------------------------------------------------

@@ -1,1 +1,213 @@
-//! placeholder
+//! Shared pieces of the cross-process tests: systems named per test and removed on drop, helper
+//! processes that are killed on drop, a watchdog, and the payload pattern both sides check.
+//!
+//! Every test system's name starts with [`PREFIX`], so `.ci/run` can remove what a test killed by
+//! the runner's timeout could not.
+#![forbid(unsafe_code)]
+
+use kernel_sim::{Limits, System, SystemBuilder};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The common prefix of every test system's name.
+pub const PREFIX: &str = "qsimtest-";
+
+/// A system of the test's own, removed (with its arena file) on drop, even when the test fails.
+pub struct TestSystem {
+    /// The handle.
+    pub sys: System,
+    /// The system's name.
+    pub name: String,
+}
+
+impl TestSystem {
+    /// Creates `qsimtest-<tag>-<pid>` with `limits`.
+    pub fn new(tag: &str, limits: Limits) -> TestSystem {
+        let name = format!("{PREFIX}{tag}-{}", std::process::id());
+        let _ = kernel_sim::remove_system(&name);
+        let sys = SystemBuilder::new()
+            .name(&name)
+            .limits(limits)
+            .create()
+            .expect("create test system");
+        TestSystem { sys, name }
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        let _ = kernel_sim::remove_system(&self.name);
+    }
+}
+
+/// Small limits for tests that do not move big messages.
+pub fn small_limits() -> Limits {
+    Limits {
+        max_processes: 8,
+        threads_per_process: 4,
+        max_channels: 16,
+        max_coids: 32,
+        max_msg_size: 64 * 1024,
+        max_pulses: 64,
+        max_names: 8,
+    }
+}
+
+/// A helper process, killed (and reaped) on drop. Its stdin stays open while the guard lives; the
+/// helper exits when it reads end-of-file, so it cannot outlive a test process that was aborted.
+pub struct Helper {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: mpsc::Receiver<String>,
+    /// The helper's pid.
+    pub pid: i32,
+}
+
+impl Helper {
+    /// Starts `bin` with `args`.
+    pub fn spawn(bin: &str, args: &[&str]) -> Helper {
+        Self::spawn_cmd(Command::new(bin).args(args))
+    }
+
+    /// Starts a prepared command (stdin and stdout are taken over).
+    pub fn spawn_cmd(cmd: &mut Command) -> Helper {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn helper");
+        let stdin = child.stdin.take();
+        let stdout: ChildStdout = child.stdout.take().expect("helper stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[helper] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id() as i32;
+        Helper {
+            child,
+            stdin,
+            out: rx,
+            pid,
+        }
+    }
+
+    /// The next line the helper prints (panics after `timeout`, naming what was awaited).
+    pub fn line(&self, what: &str) -> String {
+        self.out
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "helper {} printed no line while waiting for {what}",
+                    self.pid
+                )
+            })
+    }
+
+    /// Waits for a line starting with `prefix` and returns the rest of it, split at spaces.
+    pub fn expect(&self, prefix: &str) -> Vec<String> {
+        loop {
+            let l = self.line(prefix);
+            if let Some(rest) = l.strip_prefix(prefix) {
+                return rest.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+    }
+
+    /// Sends a line to the helper's stdin.
+    pub fn say(&mut self, line: &str) {
+        if let Some(s) = self.stdin.as_mut() {
+            let _ = writeln!(s, "{line}");
+            let _ = s.flush();
+        }
+    }
+
+    /// Waits for the helper to exit and returns its exit code (None if killed by a signal).
+    pub fn wait(mut self) -> Option<i32> {
+        self.stdin.take();
+        let code = self.child.wait().expect("wait helper").code();
+        code
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Aborts the whole test binary if the test is still running after `secs` (a hung blocking call
+/// must fail the run, not stall it); the helpers then see end-of-file on stdin and exit.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+impl Watchdog {
+    /// Arms the watchdog for the test `name`.
+    pub fn new(name: &'static str, secs: u64) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs))
+            {
+                eprintln!("watchdog: test {name} still running after {secs} s; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The payload pattern: byte `i` of a message of `len` bytes from client `seed`. Both sides
+/// check every byte, so a message that reached the wrong server, was cut short or mixed with
+/// another client's shows up as a mismatch.
+pub fn pattern(seed: u32, len: usize, i: usize) -> u8 {
+    let x = (i as u32)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(seed.wrapping_mul(40_503))
+        .wrapping_add(len as u32);
+    (x >> 13) as u8
+}
+
+/// Fills a request: the seed in the first 4 bytes (when there is room), the pattern after.
+pub fn fill_request(seed: u32, buf: &mut [u8]) {
+    let len = buf.len();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = pattern(seed, len, i);
+    }
+    if len >= 4 {
+        buf[..4].copy_from_slice(&seed.to_le_bytes());
+    }
+}
+
+/// Checks a request filled by [`fill_request`]; returns its seed (0 for requests under 4 bytes).
+pub fn check_request(buf: &[u8]) -> Option<u32> {
+    let len = buf.len();
+    let seed = if len >= 4 {
+        u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])
+    } else {
+        0
+    };
+    let start = if len >= 4 { 4 } else { 0 };
+    (start..len)
+        .all(|i| buf[i] == pattern(seed, len, i))
+        .then_some(seed)
+}
+
+/// The reply to a request: every byte inverted.
+pub fn reply_for(req: &[u8]) -> Vec<u8> {
+    req.iter().map(|b| !b).collect()
+}

@@ -1932,6 +1932,19 @@ impl<'a> Kernel<'a> {
         Ok((owner.pid.load(X) as i32, e.chid.load(X) as i32))
     }
 
+    /// (queued messages and pulses, waiting receivers) of one of the caller's channels.
+    pub fn channel_stats(&self, chid: i32) -> Result<(u32, u32), Errno> {
+        let (_, _, c) = self.own_chan(chid).ok_or(Errno::INVAL)?;
+        let _cg = self.lock_chan(c);
+        let mut receivers = 0;
+        let mut r = c.recv_top.load(X);
+        while r != 0 && receivers <= self.a.limits().thread_slots() {
+            receivers += 1;
+            r = self.a.thread(r - 1).map_or(0, |t| t.recv_next.load(X));
+        }
+        Ok((c.q_len.load(X), receivers))
+    }
+
     /// The caller's death channel chid (0 if none).
     pub fn death_chid(&self) -> u32 {
         self.a.proc(self.me).map_or(0, |p| p.death_chid.load(X))

@@ -1,0 +1,208 @@
+//! The helper process of the cross-process tests. `kt-helper <mode> <system> [args...]`:
+//!
+//! - `server <system> <threads> <id>`: creates a channel, prints `READY <pid> <chid>`, and serves
+//!   with `threads` receiving threads: checks every request's pattern, replies with the inverted
+//!   bytes and status `id`, answers `_IO_*` bookkeeping, prints `DUP`/`CLOSE` when it gets those,
+//!   and prints `PULSE <code> <value> <scoid>` for pulses.
+//! - `name-server <system> <name>`: like `server` with one thread, on a `name_attach`ed channel.
+//! - `client <system> <pid> <chid> <threads> <seed> <sizes...>`: each thread connects and sends
+//!   one request of each size, checks the reply, and the process prints `OK <count>`.
+//! - `send <system> <pid> <chid> <len> <rbytes> <priority>`: one request; prints
+//!   `STATUS <status> <reply bytes>` or `ERR <errno>`.
+//! - `attach <system>` / `create <system>`: attaches to (or creates) the system, prints `OK` or
+//!   `ERR <error>`.
+//!
+//! Every mode exits when its stdin reaches end-of-file (the test that started it is gone).
+#![forbid(unsafe_code)]
+
+use kernel_sim::{iomsg, Chid, Coid, Errno, Pid, Received, System, SystemBuilder};
+use qsim_tests::{check_request, fill_request, reply_for};
+use std::io::Read;
+use std::sync::Arc;
+
+fn die_with_parent() {
+    std::thread::spawn(|| {
+        let mut b = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+}
+
+fn attach(name: &str) -> System {
+    SystemBuilder::new()
+        .name(name)
+        .attach()
+        .unwrap_or_else(|e| {
+            println!("ERR {e}");
+            std::process::exit(2)
+        })
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        eprintln!("kt-helper: bad or missing argument {i} in {args:?}");
+        std::process::exit(2)
+    })
+}
+
+fn serve(sys: &System, chid: Chid, id: i32) {
+    let max = sys.limits().max_msg_size as usize;
+    let mut buf = vec![0u8; max];
+    loop {
+        let r = match sys.msg_receive(chid, &mut buf) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("RECVERR {e:?}");
+                return;
+            }
+        };
+        match r {
+            Received::Pulse(p) => println!("PULSE {} {} {}", p.code, p.value, p.scoid),
+            Received::Message { rcvid, info } => {
+                let msg = &buf[..info.msglen as usize];
+                match iomsg::msg_type(msg) {
+                    Some(iomsg::IO_DUP) => println!("DUP"),
+                    Some(iomsg::IO_CLOSE) => println!("CLOSE"),
+                    Some(iomsg::IO_CONNECT) => println!("CONNECT"),
+                    _ => {}
+                }
+                if iomsg::answer_bookkeeping(sys, rcvid, msg, &info).unwrap_or(true) {
+                    continue;
+                }
+                if info.msglen != info.srcmsglen || check_request(msg).is_none() {
+                    println!("BADREQ len={} src={}", info.msglen, info.srcmsglen);
+                    let _ = sys.msg_error(rcvid, Errno::IO);
+                    continue;
+                }
+                let _ = sys.msg_reply(rcvid, id, &reply_for(msg));
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    die_with_parent();
+    let mode = args.first().map(String::as_str).unwrap_or("");
+    match mode {
+        "server" => {
+            let sys = attach(&args[1]);
+            let threads: usize = arg(&args, 2);
+            let id: i32 = arg(&args, 3);
+            let chid = sys.channel_create(0).expect("channel_create");
+            println!("READY {} {}", sys.pid().0, chid.0);
+            let sys = Arc::new(sys);
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let s = sys.clone();
+                    std::thread::spawn(move || serve(&s, chid, id))
+                })
+                .collect();
+            for h in hs {
+                let _ = h.join();
+            }
+        }
+        "name-server" => {
+            let sys = attach(&args[1]);
+            let att = sys.name_attach(&args[2]).expect("name_attach");
+            println!("READY {} {}", sys.pid().0, att.chid.0);
+            serve(&sys, att.chid, 7);
+        }
+        "client" => {
+            let sys = Arc::new(attach(&args[1]));
+            let pid: i32 = arg(&args, 2);
+            let chid: i32 = arg(&args, 3);
+            let threads: u32 = arg(&args, 4);
+            let seed: u32 = arg(&args, 5);
+            let sizes: Vec<usize> = (6..args.len()).map(|i| arg(&args, i)).collect();
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let sys = sys.clone();
+                    let sizes = sizes.clone();
+                    std::thread::spawn(move || -> Result<u32, String> {
+                        let coid = sys
+                            .connect_attach(0, Pid(pid), Chid(chid), 0, 0)
+                            .map_err(|e| format!("attach {e}"))?;
+                        let mut count = 0;
+                        for (k, &len) in sizes.iter().enumerate() {
+                            let s = seed.wrapping_mul(1000).wrapping_add(t * 100 + k as u32 + 1);
+                            let mut req = vec![0u8; len];
+                            fill_request(s, &mut req);
+                            let mut rep = vec![0u8; len];
+                            sys.msg_send(coid, &req, &mut rep)
+                                .map_err(|e| format!("send {len}: {e}"))?;
+                            if rep != reply_for(&req) {
+                                return Err(format!("reply mismatch at size {len}"));
+                            }
+                            count += 1;
+                        }
+                        Ok(count)
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for h in hs {
+                match h.join() {
+                    Ok(Ok(n)) => total += n,
+                    Ok(Err(e)) => {
+                        println!("FAIL {e}");
+                        std::process::exit(1);
+                    }
+                    Err(_) => {
+                        println!("FAIL panic");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            println!("OK {total}");
+        }
+        "send" => {
+            let sys = attach(&args[1]);
+            let pid: i32 = arg(&args, 2);
+            let chid: i32 = arg(&args, 3);
+            let len: usize = arg(&args, 4);
+            let rbytes: usize = arg(&args, 5);
+            let prio: u8 = arg(&args, 6);
+            sys.set_priority(prio).expect("set_priority");
+            let coid = match sys.connect_attach(0, Pid(pid), Chid(chid), 0, 0) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("ERR {e:?}");
+                    return;
+                }
+            };
+            println!("SENDING {}", coid.0);
+            let mut req = vec![0u8; len];
+            fill_request(prio as u32, &mut req);
+            let mut rep = vec![0u8; rbytes];
+            match sys.msg_send(Coid(coid.0), &req, &mut rep) {
+                Ok(st) => println!(
+                    "STATUS {st} {}",
+                    rep.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+                Err(e) => println!("ERR {e:?}"),
+            }
+        }
+        "attach" => match SystemBuilder::new().name(&args[1]).attach() {
+            Ok(_) => println!("OK"),
+            Err(e) => println!("ERR {e}"),
+        },
+        "create" => match SystemBuilder::new().name(&args[1]).create() {
+            Ok(s) => {
+                println!("OK");
+                // Keep the file (the test inspects and removes it); release our registration.
+                drop(s);
+            }
+            Err(e) => println!("ERR {e}"),
+        },
+        _ => {
+            eprintln!("kt-helper: unknown mode {mode:?}");
+            std::process::exit(2);
+        }
+    }
+}
