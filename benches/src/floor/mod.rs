@@ -1,0 +1,21 @@
+//! The machine's floors: what a round trip between two processes costs with nothing in the way
+//! but the hand-off itself. Both floors copy the payload into a shared mapping and out again each
+//! way, as kernel-sim's send path does, so the difference to `msg_send` is kernel-sim's own work.
+//!
+//! - [`Handoff::Spin`]: each side spins on the other direction's sequence word. The lower bound
+//!   for any cross-core message passing on this machine (DESIGN.md: about 120 ns).
+//! - [`Handoff::Futex`]: each side sleeps on a shared futex and is woken on every hand-off. The
+//!   cost of a cross-core wake-up of a sleeping process (DESIGN.md: about 48 µs apart).
+//!
+//! This is the crate's only module with `unsafe` (the mapping's atomics, the payload copies and a
+//! handful of Linux calls in [`os`]), and the only place outside kernel-sim's `sync` facade where
+//! raw std atomics are allowed: the floors must not depend on the code they are a baseline for.
+#![allow(unsafe_code)]
+#![allow(clippy::disallowed_types)]
+
+mod lines;
+mod mapping;
+pub mod os;
+
+pub use lines::{serve, FloorClient, Handoff, FLOOR_MAPPING_LEN, FLOOR_MAX_PAYLOAD};
+pub use mapping::{SharedMapping, SHM_PREFIX};

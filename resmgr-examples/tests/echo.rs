@@ -1,0 +1,72 @@
+//! The examples as a newcomer runs them: `echo-server` and `echo-client` as two processes, and
+//! the `qsim` demo, which must exit 0 and leave nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Kills the child on drop.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes the system on drop.
+struct Remove(String);
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = kernel_sim::remove_system(&self.0);
+    }
+}
+
+#[test]
+fn echo_server_and_echo_client_talk_as_two_processes() {
+    let name = format!("qsimtest-echo-{}", std::process::id());
+    let _r = Remove(name.clone());
+    let mut server = Guard(
+        Command::new(env!("CARGO_BIN_EXE_echo-server"))
+            .args(["--system", &name, "--name", "echo-test"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("serves /dev/name/local/echo-test"), "{first}");
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
+        .args(["--system", &name, "--name", "echo-test", "--count", "100", "--stop", "ping", "pong"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("sent \"ping\", got \"ping\" back"));
+    assert!(text.contains("100 more 8-byte messages, 0 wrong replies"));
+    let last = lines.next().unwrap().unwrap();
+    assert!(last.contains("stopping after 102 messages"), "{last}");
+    assert!(server.0.wait().unwrap().success());
+}
+
+#[test]
+fn an_echo_client_without_a_system_says_what_to_do() {
+    let name = format!("qsimtest-echo-none-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-client")).args(["--system", &name, "--wait", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist") && err.contains("start echo-server first"), "{err}");
+}
+
+#[test]
+fn the_demo_exits_zero_and_removes_its_arena() {
+    let mut child = Guard(Command::new(env!("CARGO_BIN_EXE_qsim")).args(["demo", "--count", "50"]).stdout(Stdio::piped()).spawn().unwrap());
+    let pid = child.0.id();
+    let out = child.0.stdout.take().unwrap();
+    let text: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
+    let status = child.0.wait().unwrap();
+    println!("{}", text.join("\n"));
+    assert!(status.success());
+    assert!(text.iter().any(|l| l.contains("50 more 8-byte messages, 0 wrong replies")));
+    assert!(!std::path::Path::new(&format!("/dev/shm/qsim-demo-{pid}")).exists(), "the demo removed its arena");
+}
