@@ -1,10 +1,10 @@
 //! Same-process checks of the calls (threads as clients and servers). The cross-process tests
 //! live in the `qsim-tests` crate.
 
+use kernel_sim::sync::atomic::{AtomicU32, Ordering};
 use kernel_sim::{
     chf, Chid, Coid, Errno, Limits, Pid, Received, System, SystemBuilder, SIDE_CHANNEL,
 };
-use std::sync::atomic::{AtomicU32, Ordering};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

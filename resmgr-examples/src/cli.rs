@@ -67,10 +67,20 @@ pub fn echo_server(args: &EchoServerArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("echo-server", e),
     };
-    let ready = || println!("echo-server: pid {} serves /dev/name/local/{} on system {}", sys.pid().0, args.name, sys.name());
+    let ready = || {
+        println!(
+            "echo-server: pid {} serves /dev/name/local/{} on system {}",
+            sys.pid().0,
+            args.name,
+            sys.name()
+        )
+    };
     match echo::serve(&sys, &args.name, ready) {
         Ok(st) => {
-            println!("echo-server: stopping after {} messages; {} client(s) came and went", st.echoed, st.disconnects);
+            println!(
+                "echo-server: stopping after {} messages; {} client(s) came and went",
+                st.echoed, st.disconnects
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail("echo-server", e),
@@ -83,7 +93,11 @@ pub fn echo_client(args: &EchoClientArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("echo-client", format!("{e} (start echo-server first)")),
     };
-    let mut msgs: Vec<Vec<u8>> = args.messages.iter().map(|m| m.as_bytes().to_vec()).collect();
+    let mut msgs: Vec<Vec<u8>> = args
+        .messages
+        .iter()
+        .map(|m| m.as_bytes().to_vec())
+        .collect();
     let named = msgs.len();
     // Each bulk message starts with a message type above `_IO_MAX`, as QNX servers' own types
     // do, so the server never mistakes a counter for an `_IO_*` message.
@@ -93,7 +107,13 @@ pub fn echo_client(args: &EchoClientArgs) -> ExitCode {
         m.extend_from_slice(&(i as u32).to_le_bytes());
         m
     }));
-    match echo::client(&sys, &args.name, &msgs, args.stop, Duration::from_secs_f64(args.wait.max(0.0))) {
+    match echo::client(
+        &sys,
+        &args.name,
+        &msgs,
+        args.stop,
+        Duration::from_secs_f64(args.wait.max(0.0)),
+    ) {
         Ok(done) => {
             for e in &done[..named.min(done.len())] {
                 println!(

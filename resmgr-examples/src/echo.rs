@@ -75,12 +75,20 @@ pub struct Echoed {
 /// # Errors
 ///
 /// `ENOENT` if the name does not appear in time; the errno of a failed send.
-pub fn client(sys: &System, name: &str, messages: &[Vec<u8>], stop: bool, wait: Duration) -> Result<Vec<Echoed>, Errno> {
+pub fn client(
+    sys: &System,
+    name: &str,
+    messages: &[Vec<u8>],
+    stop: bool,
+    wait: Duration,
+) -> Result<Vec<Echoed>, Errno> {
     let deadline = Instant::now() + wait;
     let coid = loop {
         match sys.name_open(name) {
             Ok(c) => break c,
-            Err(Errno::NOENT) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(Errno::NOENT) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => return Err(e),
         }
     };
@@ -91,7 +99,11 @@ pub fn client(sys: &System, name: &str, messages: &[Vec<u8>], stop: bool, wait: 
         let n = sys.msg_send(coid, m, &mut reply)?;
         let rtt = t.elapsed();
         reply.truncate(n.max(0) as usize);
-        out.push(Echoed { sent: m.clone(), reply, rtt });
+        out.push(Echoed {
+            sent: m.clone(),
+            reply,
+            rtt,
+        });
     }
     if stop {
         sys.msg_send_pulse(coid, -1, STOP_PULSE, 0)?;

@@ -34,14 +34,31 @@ fn echo_server_and_echo_client_talk_as_two_processes() {
     );
     let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("serves /dev/name/local/echo-test"), "{first}");
+    assert!(
+        first.contains("serves /dev/name/local/echo-test"),
+        "{first}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
-        .args(["--system", &name, "--name", "echo-test", "--count", "100", "--stop", "ping", "pong"])
+        .args([
+            "--system",
+            &name,
+            "--name",
+            "echo-test",
+            "--count",
+            "100",
+            "--stop",
+            "ping",
+            "pong",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("sent \"ping\", got \"ping\" back"));
     assert!(text.contains("100 more 8-byte messages, 0 wrong replies"));
     let last = lines.next().unwrap().unwrap();
@@ -52,21 +69,38 @@ fn echo_server_and_echo_client_talk_as_two_processes() {
 #[test]
 fn an_echo_client_without_a_system_says_what_to_do() {
     let name = format!("qsimtest-echo-none-{}", std::process::id());
-    let out = Command::new(env!("CARGO_BIN_EXE_echo-client")).args(["--system", &name, "--wait", "0"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
+        .args(["--system", &name, "--wait", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not exist") && err.contains("start echo-server first"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("start echo-server first"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_demo_exits_zero_and_removes_its_arena() {
-    let mut child = Guard(Command::new(env!("CARGO_BIN_EXE_qsim")).args(["demo", "--count", "50"]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut child = Guard(
+        Command::new(env!("CARGO_BIN_EXE_qsim"))
+            .args(["demo", "--count", "50"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let pid = child.0.id();
     let out = child.0.stdout.take().unwrap();
     let text: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
     let status = child.0.wait().unwrap();
     println!("{}", text.join("\n"));
     assert!(status.success());
-    assert!(text.iter().any(|l| l.contains("50 more 8-byte messages, 0 wrong replies")));
-    assert!(!std::path::Path::new(&format!("/dev/shm/qsim-demo-{pid}")).exists(), "the demo removed its arena");
+    assert!(text
+        .iter()
+        .any(|l| l.contains("50 more 8-byte messages, 0 wrong replies")));
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/qsim-demo-{pid}")).exists(),
+        "the demo removed its arena"
+    );
 }

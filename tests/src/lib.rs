@@ -132,8 +132,7 @@ impl Helper {
     /// Waits for the helper to exit and returns its exit code (None if killed by a signal).
     pub fn wait(mut self) -> Option<i32> {
         self.stdin.take();
-        let code = self.child.wait().expect("wait helper").code();
-        code
+        self.child.wait().expect("wait helper").code()
     }
 }
 

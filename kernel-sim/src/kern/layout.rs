@@ -334,9 +334,9 @@ pub struct NameEntry {
     pub bytes: [AtomicU64; NAME_MAX / 8],
 }
 
-// SAFETY (for all impls below): each type is #[repr(C)], made only of atomics (valid for any bit
-// pattern, including the zeroes of a fresh file), holds no pointers or handles, and is shared
-// across processes only through atomic operations.
+// SAFETY: each type below is #[repr(C)], made only of atomics (valid for any bit pattern,
+// including the zeroes of a fresh file), holds no pointers or handles, and is shared across
+// processes only through atomic operations.
 #[allow(unsafe_code)]
 unsafe impl ArenaSafe for Header {}
 // SAFETY: see above.

@@ -8,12 +8,86 @@
 
 use std::time::Duration;
 
-/// Atomics: std's in production, loom's under `--cfg loom`.
+/// Atomics: thin `#[repr(transparent)]` wrappers over std's in production and loom's under
+/// `--cfg loom`, so the rest of the crate names only these types (clippy forbids the raw ones).
 pub mod atomic {
     #[cfg(loom)]
-    pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+    use loom::sync::atomic as imp;
     #[cfg(not(loom))]
-    pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+    use std::sync::atomic as imp;
+
+    pub use imp::{fence, Ordering};
+
+    macro_rules! wrap {
+        ($name:ident, $t:ty) => {
+            #[doc = concat!("An atomic `", stringify!($t), "` of the facade (std or loom).")]
+            #[repr(transparent)]
+            #[derive(Debug, Default)]
+            pub struct $name(imp::$name);
+
+            impl $name {
+                /// A new atomic holding `v`.
+                #[cfg(not(loom))]
+                pub const fn new(v: $t) -> Self {
+                    $name(imp::$name::new(v))
+                }
+                /// A new atomic holding `v`.
+                #[cfg(loom)]
+                pub fn new(v: $t) -> Self {
+                    $name(imp::$name::new(v))
+                }
+                /// Atomic load.
+                #[inline]
+                pub fn load(&self, o: Ordering) -> $t {
+                    self.0.load(o)
+                }
+                /// Atomic store.
+                #[inline]
+                pub fn store(&self, v: $t, o: Ordering) {
+                    self.0.store(v, o)
+                }
+                /// Atomic swap.
+                #[inline]
+                pub fn swap(&self, v: $t, o: Ordering) -> $t {
+                    self.0.swap(v, o)
+                }
+                /// Atomic compare-and-exchange (strong).
+                #[inline]
+                pub fn compare_exchange(
+                    &self,
+                    current: $t,
+                    new: $t,
+                    s: Ordering,
+                    f: Ordering,
+                ) -> Result<$t, $t> {
+                    self.0.compare_exchange(current, new, s, f)
+                }
+                /// Atomic add, returning the previous value.
+                #[inline]
+                pub fn fetch_add(&self, v: $t, o: Ordering) -> $t {
+                    self.0.fetch_add(v, o)
+                }
+                /// Atomic read-modify-write with a closure, as std's `fetch_update`.
+                #[inline]
+                pub fn fetch_update(
+                    &self,
+                    s: Ordering,
+                    f: Ordering,
+                    g: impl FnMut($t) -> Option<$t>,
+                ) -> Result<$t, $t> {
+                    self.0.fetch_update(s, f, g)
+                }
+                /// A raw pointer to the value, for the futex system call.
+                #[cfg(not(loom))]
+                #[inline]
+                pub fn as_ptr(&self) -> *mut $t {
+                    self.0.as_ptr()
+                }
+            }
+        };
+    }
+    wrap!(AtomicU32, u32);
+    wrap!(AtomicU64, u64);
 }
 
 /// Interior-mutable cells with loom's `with`/`with_mut` interface, so loom can detect data races on

@@ -4,7 +4,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Echo client: sends each MESSAGE to the echo server and prints what comes back")]
+#[command(
+    version,
+    about = "Echo client: sends each MESSAGE to the echo server and prints what comes back"
+)]
 struct Cli {
     #[command(flatten)]
     args: resmgr_examples::cli::EchoClientArgs,

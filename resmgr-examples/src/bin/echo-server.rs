@@ -4,7 +4,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Echo server: attaches a name and replies to every message with the same bytes")]
+#[command(
+    version,
+    about = "Echo server: attaches a name and replies to every message with the same bytes"
+)]
 struct Cli {
     #[command(flatten)]
     args: resmgr_examples::cli::EchoServerArgs,

@@ -64,7 +64,11 @@ impl Drop for RemoveSystem {
 
 fn spawn(args: &[&str]) -> Result<(Guard, std::sync::mpsc::Receiver<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
-    let mut child = Command::new(exe).args(args).stdout(Stdio::piped()).spawn().map_err(|e| format!("cannot start {args:?}: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {args:?}: {e}"))?;
     let out = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -82,19 +86,36 @@ fn demo(count: usize) -> Result<(), String> {
     let stamp = |what: &str| println!("[{:>8.3} ms] {what}", t0.elapsed().as_secs_f64() * 1e3);
     let name = format!("qsim-demo-{}", std::process::id());
     let _remove = RemoveSystem(name.clone());
-    let sys = SystemBuilder::new().name(&name).create().map_err(|e| e.to_string())?;
+    let sys = SystemBuilder::new()
+        .name(&name)
+        .create()
+        .map_err(|e| e.to_string())?;
     stamp(&format!(
         "created system {name}: /dev/shm/{name}, limits {} processes x {} threads, {} KiB messages",
         sys.limits().max_processes,
         sys.limits().threads_per_process,
         sys.limits().max_msg_size / 1024
     ));
-    let (mut server, server_out) = spawn(&["run", "echo-server", "--system", &name, "--name", "echo"])?;
-    let line = server_out.recv_timeout(Duration::from_secs(10)).map_err(|_| "the echo server did not start".to_string())?;
+    let (mut server, server_out) =
+        spawn(&["run", "echo-server", "--system", &name, "--name", "echo"])?;
+    let line = server_out
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "the echo server did not start".to_string())?;
     stamp(&line);
     let count_s = count.to_string();
-    let (mut client, client_out) =
-        spawn(&["run", "echo-client", "--system", &name, "--name", "echo", "--count", &count_s, "--stop", "hello", "from another process"])?;
+    let (mut client, client_out) = spawn(&[
+        "run",
+        "echo-client",
+        "--system",
+        &name,
+        "--name",
+        "echo",
+        "--count",
+        &count_s,
+        "--stop",
+        "hello",
+        "from another process",
+    ])?;
     for line in client_out.iter() {
         stamp(&line);
     }
