@@ -177,6 +177,8 @@ pub mod proc_state {
     pub const ALIVE: u32 = 1;
     /// Being torn down.
     pub const CLEANING: u32 = 2;
+    /// Taken by a registering process that has not finished filling it in.
+    pub const CLAIMING: u32 = 3;
 }
 
 /// A simulated thread control block: the protocol word, the request and reply bookkeeping.

@@ -334,7 +334,8 @@ fn fail_reply_blocked<F: Fx>(c: &Slot<F>, err: u32) -> bool {
 
 /// The client gives up a REPLY-blocked send (a timeout): REPLY_BLOCKED → IDLE.
 fn give_up<F: Fx>(c: &Slot<F>, gen: u16) -> Result<(), u32> {
-    proto::transition(&c.state, &c.fx, gen, st::REPLY_BLOCKED, st::IDLE)
+    c.state.store(proto::make(gen, st::IDLE), W);
+    Ok(())
 }
 
 /// After giving up, the client owns its buffers again: it reuses both. Loom reports a race if a
@@ -486,9 +487,27 @@ fn send_receive_reply_strict_futex() {
 // ---------------------------------------------------------------------------------------------
 // 2. Racing repliers, msg_error, msg_read, teardown
 // ---------------------------------------------------------------------------------------------
+//
+// With `YieldWait` every waiter spins, and loom does not bound a schedule in which two spinners
+// keep yielding to each other while the thread they wait for never runs (switching away from a
+// yielding thread is not a preemption). So in these models the client first joins the thread
+// whose completion leaves the slot REPLIED, then consumes the reply while the other server thread
+// may still run: one spinner at a time, and the late server still races with the client's reads
+// and reuse of its buffers. The `StrictFutex` variants (waiters block) also run the client's wait
+// concurrently with both servers.
 
-fn two_repliers_model<F: Fx>() {
-    loom::model(|| {
+/// What the second server thread does in [`racing_servers_model`].
+#[derive(Clone, Copy)]
+enum Second {
+    Reply,
+    Error,
+}
+
+/// Two server threads act on the same rcvid: A replies (`REPLY`, `STATUS`), B replies
+/// (`REPLY_B`, `STATUS + 1`) or calls `msg_error(EBADF)`. `await_first`: the client waits for the
+/// reply concurrently with both (only with a blocking futex, see above).
+fn racing_servers_model<F: Fx>(second: Second, await_first: bool) {
+    loom::model(move || {
         let c = Arc::new(Slot::<F>::reply_blocked());
         let a = {
             let c = c.clone();
@@ -496,67 +515,71 @@ fn two_repliers_model<F: Fx>() {
         };
         let b = {
             let c = c.clone();
-            thread::spawn(move || msg_reply(&c, G, STATUS + 1, REPLY_B))
+            thread::spawn(move || match second {
+                Second::Reply => msg_reply(&c, G, STATUS + 1, REPLY_B),
+                Second::Error => msg_error(&c, G, EBADF),
+            })
         };
-        let got = await_reply(&c, G);
-        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
+        let (got, ra) = if await_first {
+            let got = await_reply(&c, G);
+            (got, a.join().unwrap())
+        } else {
+            // A has replied, or failed because B had replied: the slot is REPLIED either way.
+            let ra = a.join().unwrap();
+            (await_reply(&c, G), ra)
+        };
+        // The next send reuses the buffers; B may still be running.
+        put(&c.send, NEXT_REQ);
+        let rb = b.join().unwrap();
+        let a_won = Got {
+            kind: 0,
+            result: STATUS,
+            reply: REPLY,
+        };
+        let b_won = match second {
+            Second::Reply => Got {
+                kind: 0,
+                result: STATUS + 1,
+                reply: REPLY_B,
+            },
+            Second::Error => Got {
+                kind: 1,
+                result: EBADF,
+                reply: 0,
+            },
+        };
         match (ra, rb) {
-            (Ok(()), Err(ESRCH)) => assert_eq!((got.result, got.reply), (STATUS, REPLY)),
-            (Err(ESRCH), Ok(())) => assert_eq!((got.result, got.reply), (STATUS + 1, REPLY_B)),
+            (Ok(()), Err(ESRCH)) => assert_eq!(got, a_won),
+            (Err(ESRCH), Ok(())) => assert_eq!(got, b_won),
             other => panic!("not exactly one winner: {other:?}"),
         }
-        assert_eq!(got.kind, 0);
     });
 }
 
 #[test]
 fn two_repliers_one_wins() {
-    two_repliers_model::<YieldWait>();
+    racing_servers_model::<YieldWait>(Second::Reply, false);
 }
 
 #[test]
 fn two_repliers_one_wins_strict_futex() {
-    two_repliers_model::<StrictFutex>();
+    racing_servers_model::<StrictFutex>(Second::Reply, true);
 }
 
 #[test]
 fn reply_races_error() {
-    loom::model(|| {
-        let c = Arc::new(Slot::<YieldWait>::reply_blocked());
-        let a = {
-            let c = c.clone();
-            thread::spawn(move || msg_reply(&c, G, STATUS, REPLY))
-        };
-        let b = {
-            let c = c.clone();
-            thread::spawn(move || msg_error(&c, G, EBADF))
-        };
-        let got = await_reply(&c, G);
-        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
-        match (ra, rb) {
-            (Ok(()), Err(ESRCH)) => assert_eq!(
-                got,
-                Got {
-                    kind: 0,
-                    result: STATUS,
-                    reply: REPLY
-                }
-            ),
-            (Err(ESRCH), Ok(())) => assert_eq!(
-                got,
-                Got {
-                    kind: 1,
-                    result: EBADF,
-                    reply: 0
-                }
-            ),
-            other => panic!("not exactly one winner: {other:?}"),
-        }
-    });
+    racing_servers_model::<YieldWait>(Second::Error, false);
+}
+
+#[test]
+fn reply_races_error_strict_futex() {
+    racing_servers_model::<StrictFutex>(Second::Error, true);
 }
 
 #[test]
 fn msg_read_races_reply() {
+    static READ: SeenFlag = SeenFlag::new(false);
+    static LATE: SeenFlag = SeenFlag::new(false);
     loom::model(|| {
         let c = Arc::new(Slot::<YieldWait>::reply_blocked());
         let reader = {
@@ -567,28 +590,37 @@ fn msg_read_races_reply() {
             let c = c.clone();
             thread::spawn(move || msg_reply(&c, G, STATUS, REPLY))
         };
-        let got = await_reply(&c, G);
-        // The next send reuses the send buffer: a msg_read after the reply must not touch it.
-        put(&c.send, NEXT_REQ);
+        // The reply always goes through (a msg_read only delays it).
+        assert_eq!(replier.join().unwrap(), Ok(()));
         assert_eq!(
-            got,
+            await_reply(&c, G),
             Got {
                 kind: 0,
                 result: STATUS,
                 reply: REPLY
             }
         );
-        assert_eq!(replier.join().unwrap(), Ok(()));
+        // The next send reuses the send buffer: a msg_read after the reply must not touch it.
+        put(&c.send, NEXT_REQ);
         match reader.join().unwrap() {
-            Ok(v) => assert_eq!(v, REQ),
-            Err(e) => assert_eq!(e, ESRCH),
+            Ok(v) => {
+                assert_eq!(v, REQ);
+                READ.store(true, X);
+            }
+            Err(e) => {
+                assert_eq!(e, ESRCH);
+                LATE.store(true, X);
+            }
         }
     });
+    assert!(READ.load(X) && LATE.load(X), "an outcome not explored");
 }
 
-fn fail_reply_blocked_model<F: Fx>() {
-    loom::model(|| {
-        // A receiver is copying the request out (RECV_COPY) when the channel is torn down.
+/// A receiver is copying the request out (RECV_COPY) when the channel is torn down
+/// (`fail_reply_blocked(EBADF)`); the receiver then replies. `await_first` as in
+/// [`racing_servers_model`].
+fn fail_reply_blocked_model<F: Fx>(await_first: bool) {
+    loom::model(move || {
         let c = Arc::new(Slot::<F>::new(G, st::RECV_COPY));
         put(&c.send, REQ);
         let server = {
@@ -604,10 +636,16 @@ fn fail_reply_blocked_model<F: Fx>() {
             let c = c.clone();
             thread::spawn(move || fail_reply_blocked(&c, EBADF))
         };
-        let got = await_reply(&c, G);
+        let (got, replied) = if await_first {
+            let got = await_reply(&c, G);
+            (got, server.join().unwrap())
+        } else {
+            // The server has replied, or failed after the teardown had: REPLIED either way.
+            let replied = server.join().unwrap();
+            (await_reply(&c, G), replied)
+        };
         put(&c.send, NEXT_REQ);
-        let (replied, failed) = (server.join().unwrap(), teardown.join().unwrap());
-        match (replied, failed) {
+        match (replied, teardown.join().unwrap()) {
             (Ok(()), false) => assert_eq!(
                 got,
                 Got {
@@ -631,12 +669,12 @@ fn fail_reply_blocked_model<F: Fx>() {
 
 #[test]
 fn fail_reply_blocked_races_reply() {
-    fail_reply_blocked_model::<YieldWait>();
+    fail_reply_blocked_model::<YieldWait>(false);
 }
 
 #[test]
 fn fail_reply_blocked_races_reply_strict_futex() {
-    fail_reply_blocked_model::<StrictFutex>();
+    fail_reply_blocked_model::<StrictFutex>(true);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,6 +172,27 @@ pub struct StructGuard<'a> {
 impl Drop for StructGuard<'_> {
     fn drop(&mut self) {
         proto::unlock(self.word, &OsFutex);
+        HELD.fetch_update(X, X, |v| v.checked_sub(1)).ok();
+    }
+}
+
+/// Arena locks this process holds right now (all systems, all threads). A lock word that names
+/// this process while the count is 0 was not written by a live holder of ours: it is left over
+/// from an earlier image with the same slot or written by a hostile peer, and is broken rather
+/// than waited on for ever.
+static HELD: AtomicU32 = AtomicU32::new(0);
+
+impl<'a> Kernel<'a> {
+    fn take_lock(&self, word: &'a AtomicU32, what: &str) -> StructGuard<'a> {
+        let me = self.tag();
+        let locked = proto::lock(word, &OsFutex, me, self.tuning.lock_poll, |t| {
+            (t == me && HELD.load(X) == 0) || tag_owner_dead(self.a, t)
+        });
+        HELD.fetch_add(1, X);
+        if let Locked::FromDead(h) = locked {
+            note_broken(what, h);
+        }
+        StructGuard { word }
     }
 }
 
@@ -241,6 +262,11 @@ impl SpinPolicy for Adaptive<'_> {
     }
 }
 
+fn a_scoid(a: &Arena, ts: &ThreadSlot) -> i32 {
+    a.conn(ts.conn.load(X))
+        .map_or(-1, |c| SIDE_CHANNEL | c.scoid.load(X) as i32)
+}
+
 /// How a blocked call waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
@@ -282,33 +308,21 @@ impl<'a> Kernel<'a> {
 
     /// Takes the structural lock.
     pub fn lock_struct(&self) -> StructGuard<'a> {
-        let word = &self.a.header().lock;
-        if let Locked::FromDead(h) =
-            proto::lock(word, &OsFutex, self.tag(), self.tuning.lock_poll, |t| {
-                tag_owner_dead(self.a, t)
-            })
-        {
-            note_broken("structural", h);
-        }
-        StructGuard { word }
+        self.take_lock(&self.a.header().lock, "structural")
     }
 
     fn lock_chan(&self, c: &'a Channel) -> StructGuard<'a> {
-        if let Locked::FromDead(h) =
-            proto::lock(&c.lock, &OsFutex, self.tag(), self.tuning.lock_poll, |t| {
-                tag_owner_dead(self.a, t)
-            })
-        {
-            note_broken("channel", h);
-        }
-        StructGuard { word: &c.lock }
+        self.take_lock(&c.lock, "channel")
     }
 
     // ----- processes ----------------------------------------------------------------------
 
-    /// Registers the calling OS process; returns its slot and generation. Releases first any
-    /// record of the same pid under another incarnation token (an earlier image, as after `exec`)
-    /// and any record whose process is gone.
+    /// Registers the calling OS process; returns its slot and generation, or `None` if the
+    /// process table is full. Releases first any record of the same pid under another
+    /// incarnation token (an earlier image, as after `exec`) and any record whose process is gone.
+    ///
+    /// The slot is claimed lock-free first (FREE → CLAIMING, then pid and start time), so the
+    /// structural lock is then taken under a tag that names a real, live slot.
     pub fn register(
         a: &'a Arena,
         pid: i32,
@@ -316,89 +330,114 @@ impl<'a> Kernel<'a> {
         incarnation: u64,
         tuning: Tuning,
     ) -> Option<(u32, u32)> {
-        // A provisional context to take the lock: tag of "slot max" never matches a live owner, so
-        // register under a tag built from the pid instead.
-        let pseudo = Kernel {
+        let n = a.limits().max_processes;
+        let mut claimed = None;
+        for _round in 0..2 {
+            claimed = (0..n).find_map(|i| {
+                let p = a.proc(i)?;
+                let w = p.state.load(R);
+                if obj_st(w) != proc_state::FREE {
+                    return None;
+                }
+                let gen = (obj_gen(w) + 1) & 0xFF_FFFF;
+                p.state
+                    .compare_exchange(w, obj_word(gen, proc_state::CLAIMING), Ordering::AcqRel, X)
+                    .ok()?;
+                Some((i, gen, p))
+            });
+            if claimed.is_some() {
+                break;
+            }
+            // Full: release records of processes that are gone, then try once more.
+            Self::reap_stale(a, pid, incarnation, tuning, None);
+        }
+        let (i, gen, p) = claimed?;
+        p.pid.store(pid as u32, X);
+        p.start_time.store(start_time, X);
+        p.incarnation.store(incarnation, W);
+        let k = Kernel {
             a,
-            me: 0xFFE,
-            me_gen: (pid as u32) & 0x7FFFF,
+            me: i,
+            me_gen: gen,
             tuning,
         };
-        let _g = {
-            let word = &a.header().lock;
-            if let Locked::FromDead(h) =
-                proto::lock(word, &OsFutex, pseudo.tag(), tuning.lock_poll, |t| {
-                    // The registering pseudo-tag (slot 0xFFF) belongs to a process known only by pid.
-                    if t & 0xFFF == 0xFFF {
-                        crate::sys::process_start_time((t >> 12) as i32).is_none()
-                    } else {
-                        tag_owner_dead(a, t)
-                    }
-                })
-            {
-                note_broken("structural", h);
-            }
-            StructGuard { word }
-        };
-        let n = a.limits().max_processes;
-        for i in 0..n {
+        let _g = k.lock_struct();
+        Self::reap_stale(a, pid, incarnation, tuning, Some(i));
+        let (ruid, euid, rgid, egid) = crate::sys::ids();
+        for (slot, v) in p.ids.iter().zip([ruid, euid, rgid, egid]) {
+            slot.store(v, X);
+        }
+        p.fd_count.store(0, X);
+        p.side_count.store(0, X);
+        p.death_chid.store(0, X);
+        let c = a.limits().max_coids;
+        for e in (0..c)
+            .filter_map(|n| a.fd_entry(i, n))
+            .chain((0..c).filter_map(|n| a.pool_entry(i, n)))
+        {
+            e.store(0, X);
+        }
+        // Pool slot 0 belongs to the process manager, as in QNX.
+        if let Some(e) = a.pool_entry(i, 0) {
+            e.store(
+                Entry {
+                    kind: entry_kind::RESERVED,
+                    cloexec: false,
+                    gen: 0,
+                    idx: 0,
+                }
+                .encode(),
+                X,
+            );
+        }
+        p.state.store(obj_word(gen, proc_state::ALIVE), W);
+        Some((i, gen))
+    }
+
+    /// Releases the records of processes that are gone: same pid as ours under another token, or
+    /// a pid/start time that no longer runs. `locked_by`: the slot of the caller, which holds the
+    /// structural lock; without it each release takes the lock itself, under the stale record's
+    /// own tag (that process is gone, so a lock it died holding breaks).
+    fn reap_stale(
+        a: &'a Arena,
+        pid: i32,
+        incarnation: u64,
+        tuning: Tuning,
+        locked_by: Option<u32>,
+    ) {
+        for i in 0..a.limits().max_processes {
             let Some(p) = a.proc(i) else { continue };
             let w = p.state.load(R);
-            if obj_st(w) == proc_state::FREE {
+            let st = obj_st(w);
+            if st != proc_state::ALIVE && st != proc_state::CLEANING {
                 continue;
             }
             let ppid = p.pid.load(X) as i32;
             let stale = (ppid == pid && p.incarnation.load(X) != incarnation)
                 || !crate::sys::process_alive(ppid, p.start_time.load(X));
-            if stale {
-                tracing::debug!(
-                    slot = i,
-                    pid = ppid,
-                    "releasing the record of a process that is gone"
-                );
-                let k = Kernel {
-                    a,
-                    me: i,
-                    me_gen: obj_gen(w),
-                    tuning,
-                };
-                k.release_locked();
-            }
-        }
-        for i in 0..n {
-            let Some(p) = a.proc(i) else { continue };
-            let w = p.state.load(R);
-            if obj_st(w) != proc_state::FREE {
+            if !stale || locked_by == Some(i) {
                 continue;
             }
-            let gen = (obj_gen(w) + 1) & 0xFF_FFFF;
-            p.pid.store(pid as u32, X);
-            p.start_time.store(start_time, X);
-            p.incarnation.store(incarnation, X);
-            let (ruid, euid, rgid, egid) = crate::sys::ids();
-            for (slot, v) in p.ids.iter().zip([ruid, euid, rgid, egid]) {
-                slot.store(v, X);
+            tracing::debug!(
+                slot = i,
+                pid = ppid,
+                "releasing the record of a process that is gone"
+            );
+            let k = Kernel {
+                a,
+                me: i,
+                me_gen: obj_gen(w),
+                tuning,
+            };
+            if locked_by.is_some() {
+                k.release_locked();
+            } else {
+                let _g = k.lock_struct();
+                if p.state.load(R) == w {
+                    k.release_locked();
+                }
             }
-            p.fd_count.store(0, X);
-            p.side_count.store(0, X);
-            p.death_chid.store(0, X);
-            // Pool slot 0 belongs to the process manager, as in QNX.
-            if let Some(e) = a.pool_entry(i, 0) {
-                e.store(
-                    Entry {
-                        kind: entry_kind::RESERVED,
-                        cloexec: false,
-                        gen: 0,
-                        idx: 0,
-                    }
-                    .encode(),
-                    X,
-                );
-            }
-            p.state.store(obj_word(gen, proc_state::ALIVE), W);
-            return Some((i, gen));
         }
-        None
     }
 
     /// Whether this process's registration is still the one we made.
@@ -735,6 +774,9 @@ impl<'a> Kernel<'a> {
     /// Fails a client that is REPLY-blocked (or being received from) with `err`. A live server
     /// thread that is copying finishes its copy first.
     fn fail_reply_blocked(&self, ts: &ThreadSlot, err: Errno) {
+        // A live copier finishes in microseconds; a slot stuck in a copy state for this long
+        // belongs to a dead or misbehaving process, and is failed all the same.
+        let give_up = Instant::now() + self.tuning.lock_poll * 100;
         loop {
             let w = ts.state.load(R);
             let g = proto::gen_of(w);
@@ -743,11 +785,21 @@ impl<'a> Kernel<'a> {
                     if proto::transition(&ts.state, &OsFutex, g, st::REPLY_BLOCKED, st::REPLY_BUSY)
                         .is_ok()
                     {
-                        ts.result_kind.store(1, X);
-                        ts.result.store(err.raw() as u32, X);
-                        ts.reply_len.store(0, X);
-                        let _ =
-                            proto::transition(&ts.state, &OsFutex, g, st::REPLY_BUSY, st::REPLIED);
+                        self.complete_with_error(ts, g, err);
+                        return;
+                    }
+                }
+                st::RECV_COPY | st::REPLY_BUSY if Instant::now() >= give_up => {
+                    tracing::warn!(
+                        state = proto::state_of(w),
+                        "a copy never finished; failing the client anyway"
+                    );
+                    if ts
+                        .state
+                        .compare_exchange(w, proto::make(g, st::REPLY_BUSY), Ordering::AcqRel, R)
+                        .is_ok()
+                    {
+                        self.complete_with_error(ts, g, err);
                         return;
                     }
                 }
@@ -762,6 +814,93 @@ impl<'a> Kernel<'a> {
                 }
                 _ => return,
             }
+        }
+    }
+
+    /// Completes a pinned (REPLY_BUSY) client with an error.
+    fn complete_with_error(&self, ts: &ThreadSlot, gen: u16, err: Errno) {
+        ts.result_kind.store(1, X);
+        ts.result.store(err.raw() as u32, X);
+        ts.reply_len.store(0, X);
+        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+    }
+
+    /// Releases this process's other threads blocked through `coid` (it is being detached):
+    /// SEND-blocked ones and REPLY-blocked ones get `EBADF`, except REPLY-blocked ones on a
+    /// `_NTO_CHF_UNBLOCK` channel: their server gets an UNBLOCK pulse and they wait for its reply.
+    fn release_blocked_through(&self, coid: i32) {
+        let a = self.a;
+        let t = a.limits().threads_per_process;
+        for s in self.me * t..(self.me + 1) * t {
+            let Some(ts) = a.thread(s) else { continue };
+            if ts.alloc.load(R) != self.me + 1 || ts.coid.load(X) != coid as u32 {
+                continue;
+            }
+            let w = ts.state.load(R);
+            let g = proto::gen_of(w);
+            let Some(c) = a.chan(ts.chan.load(X)) else {
+                continue;
+            };
+            match proto::state_of(w) {
+                st::SEND_BLOCKED => {
+                    let removed = {
+                        let _cg = self.lock_chan(c);
+                        self.queue_remove(c, node_thread(s))
+                    };
+                    if removed {
+                        ts.result_kind.store(1, X);
+                        ts.result.store(Errno::BADF.raw() as u32, X);
+                        let _ = proto::transition(
+                            &ts.state,
+                            &OsFutex,
+                            g,
+                            st::SEND_BLOCKED,
+                            st::REPLIED,
+                        );
+                    } else {
+                        // A receiver took it meanwhile: it is (or is becoming) REPLY-blocked.
+                        self.unblock_or_fail(ts, s, c, Errno::BADF);
+                    }
+                }
+                st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY => {
+                    self.unblock_or_fail(ts, s, c, Errno::BADF)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn unblock_or_fail(&self, ts: &ThreadSlot, slot: u32, c: &Channel, err: Errno) {
+        if c.flags.load(X) & chf::UNBLOCK == 0 {
+            self.fail_reply_blocked(ts, err);
+            return;
+        }
+        // One UNBLOCK pulse per REPLY-blocked period.
+        let prev = ts.mi_flags.fetch_update(X, X, |f| {
+            (f & mi::UNBLOCK_REQ == 0).then_some(f | mi::UNBLOCK_REQ)
+        });
+        if prev.is_err() {
+            return;
+        }
+        let w = ts.state.load(R);
+        let rcvid = rcvid_pack(slot, proto::gen_of(w));
+        let scoid = a_scoid(self.a, ts);
+        let chan = ts.chan.load(X);
+        let chan_gen = obj_gen(c.state.load(R));
+        if self
+            .deliver_pulse(
+                chan,
+                chan_gen,
+                pulse_code::UNBLOCK,
+                rcvid,
+                scoid,
+                ts.priority.load(X),
+                false,
+            )
+            .is_err()
+        {
+            // QNX: a pulse that cannot be delivered releases the client as if the server had.
+            self.fail_reply_blocked(ts, err);
         }
     }
 
@@ -841,7 +980,7 @@ impl<'a> Kernel<'a> {
         }
         let _g = self.lock_struct();
         let p = a.proc(self.me).ok_or(Errno::INVAL)?;
-        if p.fd_count.load(X) + p.side_count.load(X) >= max {
+        if p.fd_count.load(X).saturating_add(p.side_count.load(X)) >= max {
             tracing::debug!(proc = self.me, "connect_attach: coid limit");
             return Err(Errno::MFILE);
         }
@@ -959,6 +1098,7 @@ impl<'a> Kernel<'a> {
         let ent = Entry::decode(e.load(R));
         match ent.kind {
             entry_kind::COID => {
+                self.release_blocked_through(coid);
                 e.store(0, W);
                 if let Some(p) = self.a.proc(self.me) {
                     let count = if coid & SIDE_CHANNEL != 0 {
@@ -1750,14 +1890,16 @@ impl<'a> Kernel<'a> {
             match proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BLOCKED, st::REPLY_BUSY) {
                 Ok(()) => break,
                 Err(w) if proto::gen_of(w) == gen && proto::state_of(w) == st::REPLY_BUSY => {
-                    // Another of our threads is using this rcvid; wait for it.
-                    let _ = proto::wait_for(
+                    // Another of our threads is using this rcvid; wait for it (a bounded time:
+                    // a slot busy for that long was left so by a dead or misbehaving process).
+                    proto::wait_for(
                         &ts.state,
                         &OsFutex,
                         |x| proto::state_of(x) != st::REPLY_BUSY || proto::gen_of(x) != gen,
                         &mut proto::NoSpin,
-                        None,
-                    );
+                        Some(Instant::now() + self.tuning.lock_poll * 100),
+                    )
+                    .map_err(|_| bad())?;
                 }
                 Err(_) => return Err(bad()),
             }
@@ -1772,6 +1914,29 @@ impl<'a> Kernel<'a> {
         Ok((s, gen, ts))
     }
 
+    /// Takes back a queued UNBLOCK pulse for `rcvid` (the server answered first).
+    fn withdraw_unblock(&self, ts: &ThreadSlot, rcvid: i32) {
+        if ts.mi_flags.load(X) & mi::UNBLOCK_REQ == 0 {
+            return;
+        }
+        let Some(c) = self.a.chan(ts.chan.load(X)) else {
+            return;
+        };
+        let taken = {
+            let _cg = self.lock_chan(c);
+            self.queue_take(c, |n| {
+                n & 0x8000_0000 != 0
+                    && self.a.pulse(n & 0x7FFF_FFFF).is_some_and(|p| {
+                        p.data[0].load(X) as u8 as i8 == pulse_code::UNBLOCK
+                            && p.data[1].load(X) as i32 == rcvid
+                    })
+            })
+        };
+        if let Some(p) = taken.and_then(|n| self.a.pulse(n & 0x7FFF_FFFF)) {
+            self.pulse_free(p);
+        }
+    }
+
     /// `MsgReplyv(rcvid, status, iov)`.
     pub fn msg_reply(&self, rcvid: i32, status: i32, parts: &[&[u8]]) -> Result<(), Errno> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -1779,6 +1944,7 @@ impl<'a> Kernel<'a> {
             return Err(Errno::MSGSIZE);
         }
         let (s, gen, ts) = self.pin(rcvid)?;
+        self.withdraw_unblock(ts, rcvid);
         let cap = ts.reply_cap.load(X) as usize;
         let mut off = 0;
         for p in parts {
@@ -1799,6 +1965,7 @@ impl<'a> Kernel<'a> {
     /// `MsgError(rcvid, err)`.
     pub fn msg_error(&self, rcvid: i32, err: Errno) -> Result<(), Errno> {
         let (_, gen, ts) = self.pin(rcvid)?;
+        self.withdraw_unblock(ts, rcvid);
         ts.result.store(err.raw() as u32, X);
         ts.result_kind.store(1, X);
         let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
