@@ -144,9 +144,13 @@ impl PeerProcess {
             Some(rest) => Ok((peer, rest.trim().to_owned())),
             None if line.is_empty() => {
                 let status = peer.wait_timeout(Duration::from_secs(1));
-                Err(not_ready(format!("exited before its ready line ({status})")))
+                Err(not_ready(format!(
+                    "exited before its ready line ({status})"
+                )))
             }
-            None => Err(not_ready(format!("printed {line:?} instead of its ready line"))),
+            None => Err(not_ready(format!(
+                "printed {line:?} instead of its ready line"
+            ))),
         }
     }
 

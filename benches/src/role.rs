@@ -85,7 +85,10 @@ fn run(role: Role) -> Result<(), BenchError> {
             .parse()
             .map_err(|_| BenchError::Config(format!("{CPU_ENV}={cpu:?}")))?;
         if let Err(e) = floor::os::pin_current_thread(cpu) {
-            eprintln!("{}: cannot pin to CPU {cpu} ({e}); running unpinned", role.as_str());
+            eprintln!(
+                "{}: cannot pin to CPU {cpu} ({e}); running unpinned",
+                role.as_str()
+            );
         }
     }
     match role {
@@ -133,7 +136,10 @@ fn kernel_server() -> Result<(), BenchError> {
         .map_err(|e| BenchError::Config(format!("writing the ready line: {e}")))?;
     let mut buf = vec![0u8; bench_limits().max_msg_size as usize];
     loop {
-        match sys.msg_receive(chid, &mut buf).map_err(kernel("msg_receive"))? {
+        match sys
+            .msg_receive(chid, &mut buf)
+            .map_err(kernel("msg_receive"))?
+        {
             Received::Message { rcvid, info } => {
                 let n = (info.msglen as usize).min(buf.len());
                 let msg = &buf[..n];
@@ -154,7 +160,8 @@ fn kernel_server() -> Result<(), BenchError> {
 /// stop.
 fn floor_server(handoff: Handoff) -> Result<(), BenchError> {
     let path = env_required(SHM_ENV)?;
-    let map = SharedMapping::open(Path::new(&path), FLOOR_MAPPING_LEN).map_err(BenchError::Mapping)?;
+    let map =
+        SharedMapping::open(Path::new(&path), FLOOR_MAPPING_LEN).map_err(BenchError::Mapping)?;
     floor::serve(&map, handoff, || {
         say_ready(format_args!("{}", std::process::id()))
     })

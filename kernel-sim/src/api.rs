@@ -6,7 +6,7 @@ use crate::abi::{
 };
 use crate::iomsg;
 use crate::kern::layout::Limits;
-use crate::kern::{self, Kernel, Tuning};
+use crate::kern::{self, Kernel, Timeouts, Tuning};
 use crate::shm::{Arena, SystemError};
 use crate::{Errno, Result};
 use std::cell::RefCell;
@@ -127,6 +127,12 @@ impl SystemBuilder {
         self.tuning.lock_poll = poll;
         self
     }
+    /// How often this process's watcher looks for newly registered processes (default 20 ms);
+    /// the deaths of processes it already watches wake it at once.
+    pub fn watch_scan(mut self, every: Duration) -> Self {
+        self.tuning.watch_scan = every;
+        self
+    }
     /// How long attaching waits for a creator that is still initialising the arena (default 2 s).
     pub fn init_wait(mut self, wait: Duration) -> Self {
         self.init_wait = wait;
@@ -209,6 +215,8 @@ struct Inner {
     id: u64,
     tuning: Tuning,
     wait: WaitMode,
+    /// Dropping this (with the last handle) wakes the watcher thread, which then exits.
+    _watch_wake: Option<std::os::fd::OwnedFd>,
 }
 
 static REGISTRY: Mutex<Vec<(PathBuf, i32, Weak<Inner>)>> = Mutex::new(Vec::new());
@@ -275,6 +283,11 @@ impl Inner {
             *n += 1;
             *n
         };
+        let pipe = crate::sys::WakePipe::new().ok();
+        let (wake_read, wake_write) = match pipe {
+            Some(p) => (Some(p.read), Some(p.write)),
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             arena,
             name,
@@ -284,7 +297,25 @@ impl Inner {
             id,
             tuning,
             wait,
+            _watch_wake: wake_write,
         });
+        if let Some(r) = wake_read {
+            let weak = Arc::downgrade(&inner);
+            let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+            let spawned = std::thread::Builder::new()
+                .name("qsim-watcher".into())
+                .spawn(move || watch(weak, r, started_tx));
+            match spawned {
+                // Return once the watcher watches every process already registered, so a death
+                // right after `open` is noticed (bounded wait: the watcher never blocks first).
+                Ok(_) => drop(started_rx.recv_timeout(Duration::from_secs(1))),
+                Err(e) => {
+                    tracing::warn!(%e, "no watcher thread: deaths are noticed only by callers that meet them")
+                }
+            }
+        } else {
+            tracing::warn!("no wake pipe: no watcher thread");
+        }
         REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push((
             inner.arena.path().to_owned(),
             pid,
@@ -302,6 +333,62 @@ impl Inner {
             me: self.proc_idx,
             me_gen: self.proc_gen,
             tuning: self.tuning,
+        }
+    }
+}
+
+/// The watcher: holds a pidfd for every other process registered in the system, and when one
+/// becomes readable (the process is gone) runs its cleanup, which fails the clients blocked on it
+/// with `ESRCH`, releases its names and connections, and wakes every waiter that could be waiting
+/// on it. New registrations are picked up every `watch_scan`. Exits when the process's last
+/// handle on the system is dropped (the wake pipe's write end closes).
+fn watch(weak: Weak<Inner>, wake: std::os::fd::OwnedFd, started: std::sync::mpsc::SyncSender<()>) {
+    use std::os::fd::AsFd;
+    let mut watched: Vec<((u32, u32), crate::sys::PidFd)> = Vec::new();
+    let mut started = Some(started);
+    loop {
+        let scan = {
+            let Some(inner) = weak.upgrade() else { return };
+            let k = inner.kernel();
+            let peers = k.peers();
+            watched.retain(|(key, _)| peers.iter().any(|p| (p.0, p.1) == *key));
+            for (slot, gen, pid, start) in peers {
+                if watched.iter().any(|(key, _)| *key == (slot, gen)) {
+                    continue;
+                }
+                match crate::sys::PidFd::open(pid) {
+                    // Opened after the pid was reused? The start time tells.
+                    Ok(fd) if crate::sys::process_alive(pid, start) => {
+                        watched.push(((slot, gen), fd))
+                    }
+                    _ => {
+                        k.reap_if_dead(slot);
+                    }
+                }
+            }
+            inner.tuning.watch_scan
+        };
+        let mut fds = vec![wake.as_fd()];
+        fds.extend(watched.iter().map(|(_, f)| f.0.as_fd()));
+        if let Some(tx) = started.take() {
+            let _ = tx.send(());
+        }
+        let ready = crate::sys::poll_readable(&fds, scan);
+        if ready.first() == Some(&true) {
+            return;
+        }
+        let dead: Vec<u32> = watched
+            .iter()
+            .zip(ready.iter().skip(1))
+            .filter(|(_, r)| **r)
+            .map(|((key, _), _)| key.0)
+            .collect();
+        if dead.is_empty() {
+            continue;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        for slot in dead {
+            inner.kernel().reap_if_dead(slot);
         }
     }
 }
@@ -378,6 +465,53 @@ impl Received {
     }
 }
 
+/// How a thread's last send ended ([`System::last_send_outcome`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The server replied (with a status or an errno).
+    Replied,
+    /// The call failed while the request was queued: no server ever saw it.
+    NotReceived,
+    /// The call failed after a server had received the request: it may have acted on it.
+    ReceivedNoReply,
+    /// The call failed before the request was queued (bad coid, too large, no slot).
+    NotSent,
+}
+
+/// `TimerTimeout` flags (`_NTO_TIMEOUT_*` = 1 << the QNX thread state).
+pub mod timeout {
+    /// `_NTO_TIMEOUT_SEND`: while SEND-blocked.
+    pub const SEND: u32 = 1 << 4;
+    /// `_NTO_TIMEOUT_RECEIVE`: while RECEIVE-blocked.
+    pub const RECEIVE: u32 = 1 << 5;
+    /// `_NTO_TIMEOUT_REPLY`: while REPLY-blocked.
+    pub const REPLY: u32 = 1 << 6;
+}
+
+thread_local! {
+    /// A `timer_timeout` armed for the calling thread's next call: (flags, duration).
+    static ARMED: std::cell::Cell<Option<(u32, Duration)>> = const { std::cell::Cell::new(None) };
+}
+
+fn deadline_after(d: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(d)
+}
+
+/// Consumes the armed timeout (any call disarms it) and returns the deadlines of the states in
+/// `applies` that it names.
+fn take_armed(applies: u32) -> Timeouts {
+    let Some((flags, d)) = ARMED.try_with(|a| a.take()).ok().flatten() else {
+        return Timeouts::default();
+    };
+    let dl = deadline_after(d);
+    let pick = |f: u32| if flags & applies & f != 0 { dl } else { None };
+    Timeouts {
+        send: pick(timeout::SEND),
+        reply: pick(timeout::REPLY),
+        receive: pick(timeout::RECEIVE),
+    }
+}
+
 /// A snapshot of a channel's queues ([`System::channel_stats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelStats {
@@ -433,6 +567,12 @@ impl System {
     /// This process's pid.
     pub fn pid(&self) -> Pid {
         Pid(self.inner.pid)
+    }
+
+    /// Whether process `pid` is registered in this system (false once the cleanup after its
+    /// death or exit has run).
+    pub fn is_registered(&self, pid: Pid) -> bool {
+        self.k().process_table().iter().any(|&(_, p, _)| p == pid.0)
     }
 
     /// Whether the arena file was removed while this handle maps it.
@@ -662,8 +802,101 @@ impl System {
     #[doc(alias = "MsgSendv")]
     #[doc(alias = "MsgSendvnc")]
     pub fn msg_sendv(&self, coid: Coid, siov: &[&[u8]], riov: &mut [&mut [u8]]) -> Result<i32> {
+        let t = take_armed(timeout::SEND | timeout::REPLY);
+        self.sendv_with(coid, siov, riov, t)
+    }
+
+    fn sendv_with(
+        &self,
+        coid: Coid,
+        siov: &[&[u8]],
+        riov: &mut [&mut [u8]],
+        t: Timeouts,
+    ) -> Result<i32> {
         let slot = self.slot()?;
-        self.k().msg_send(slot, coid.0, siov, riov, self.inner.wait)
+        self.k()
+            .msg_send(slot, coid.0, siov, riov, self.inner.wait, t)
+    }
+
+    /// [`System::msg_send`] bounded by `timeout` in both the SEND-blocked and REPLY-blocked
+    /// states (the Rust form of `TimerTimeout(_NTO_TIMEOUT_SEND | _NTO_TIMEOUT_REPLY)` +
+    /// `MsgSend`).
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_send`], and `ETIMEDOUT`: while SEND-blocked the request is withdrawn
+    /// (the server never sees it); while REPLY-blocked the client is released, unless the channel
+    /// has `chf::UNBLOCK`, in which case the server gets an UNBLOCK pulse and the call waits for
+    /// its reply or error, as in QNX. [`System::last_send_outcome`] tells which happened.
+    #[doc(alias = "TimerTimeout")]
+    pub fn msg_send_timeout(
+        &self,
+        coid: Coid,
+        smsg: &[u8],
+        rmsg: &mut [u8],
+        timeout: Duration,
+    ) -> Result<i32> {
+        self.msg_sendv_timeout(coid, &[smsg], &mut [rmsg], timeout)
+    }
+
+    /// [`System::msg_sendv`] bounded by `timeout`, as [`System::msg_send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_send_timeout`].
+    pub fn msg_sendv_timeout(
+        &self,
+        coid: Coid,
+        siov: &[&[u8]],
+        riov: &mut [&mut [u8]],
+        timeout: Duration,
+    ) -> Result<i32> {
+        take_armed(0);
+        let d = deadline_after(timeout);
+        self.sendv_with(
+            coid,
+            siov,
+            riov,
+            Timeouts {
+                send: d,
+                reply: d,
+                receive: None,
+            },
+        )
+    }
+
+    /// How the calling thread's last send on this system ended: whether a server received the
+    /// request before the call failed. After a failure with `ESRCH` (the server's channel went
+    /// away), `NotReceived` means the request was never delivered (safe to send again) and
+    /// `ReceivedNoReply` means the outcome is unknown.
+    pub fn last_send_outcome(&self) -> SendOutcome {
+        let Ok(slot) = self.slot() else {
+            return SendOutcome::NotSent;
+        };
+        match self.k().last_send_kind(slot) {
+            kern::result_kind::STATUS => SendOutcome::Replied,
+            kern::result_kind::ERR_RECEIVED => SendOutcome::ReceivedNoReply,
+            kern::result_kind::ERR_NOT_RECEIVED => SendOutcome::NotReceived,
+            _ => SendOutcome::NotSent,
+        }
+    }
+
+    /// `TimerTimeout(CLOCK_MONOTONIC, flags, NULL, ntime, NULL)`: arms a timeout for the calling
+    /// thread's **next** kernel call (`msg_send*` or `msg_receive*`) in the blocked states named
+    /// by `flags` (`timeout::SEND`, `timeout::REPLY`, `timeout::RECEIVE`); `None` means an
+    /// immediate timeout (a non-blocking receive). Any next call disarms it. Returns the flags
+    /// armed before.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for flag bits other than those three.
+    #[doc(alias = "TimerTimeout")]
+    pub fn timer_timeout(&self, flags: u32, ntime: Option<Duration>) -> Result<u32> {
+        if flags & !(timeout::SEND | timeout::REPLY | timeout::RECEIVE) != 0 {
+            return Err(Errno::INVAL);
+        }
+        let prev = ARMED.with(|a| a.replace(Some((flags, ntime.unwrap_or(Duration::ZERO)))));
+        Ok(prev.map_or(0, |p| p.0))
     }
 
     /// `MsgSendsv(coid, smsg, sbytes, riov, rparts)`: a single send buffer, a reply vector.
@@ -716,9 +949,35 @@ impl System {
     /// As [`System::msg_receive`].
     #[doc(alias = "MsgReceivev")]
     pub fn msg_receivev(&self, chid: Chid, iov: &mut [&mut [u8]]) -> Result<Received> {
+        let t = take_armed(timeout::RECEIVE);
         let slot = self.slot()?;
         self.k()
-            .msg_receive(slot, chid.0, iov, false, self.inner.wait)
+            .msg_receive(slot, chid.0, iov, false, self.inner.wait, t.receive)
+            .map(convert_received)
+    }
+
+    /// [`System::msg_receive`] that gives up after `timeout` (`Duration::ZERO`: do not block).
+    ///
+    /// # Errors
+    ///
+    /// As [`System::msg_receive`], and `ETIMEDOUT`.
+    pub fn msg_receive_timeout(
+        &self,
+        chid: Chid,
+        msg: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Received> {
+        take_armed(0);
+        let slot = self.slot()?;
+        self.k()
+            .msg_receive(
+                slot,
+                chid.0,
+                &mut [msg],
+                false,
+                self.inner.wait,
+                deadline_after(timeout),
+            )
             .map(convert_received)
     }
 
@@ -729,12 +988,17 @@ impl System {
     /// As [`System::msg_receive`].
     #[doc(alias = "MsgReceivePulse")]
     pub fn msg_receive_pulse(&self, chid: Chid) -> Result<Pulse> {
+        let t = take_armed(timeout::RECEIVE);
         let slot = self.slot()?;
         let mut buf = [0u8; Pulse::WIRE_SIZE];
-        match self
-            .k()
-            .msg_receive(slot, chid.0, &mut [&mut buf], true, self.inner.wait)?
-        {
+        match self.k().msg_receive(
+            slot,
+            chid.0,
+            &mut [&mut buf],
+            true,
+            self.inner.wait,
+            t.receive,
+        )? {
             kern::Received::Pulse(p) => Ok(p),
             kern::Received::Message { .. } => Err(Errno::INTR),
         }
@@ -829,7 +1093,16 @@ impl System {
     ///
     /// - `EINVAL`: `chid` is not a channel of this process.
     pub fn channel_stats(&self, chid: Chid) -> Result<ChannelStats> {
-        let (queued, receivers) = self.k().channel_stats(chid.0)?;
+        self.channel_stats_of(Pid(0), chid)
+    }
+
+    /// [`System::channel_stats`] for a channel of any process of the system (`Pid(0)`: ours).
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: no such process or channel.
+    pub fn channel_stats_of(&self, pid: Pid, chid: Chid) -> Result<ChannelStats> {
+        let (queued, receivers) = self.k().channel_stats(pid.0, chid.0)?;
         Ok(ChannelStats { queued, receivers })
     }
 

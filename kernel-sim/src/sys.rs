@@ -153,3 +153,75 @@ pub fn at_exit(f: extern "C" fn()) {
         libc::atexit(f);
     }
 }
+
+/// A pidfd (`pidfd_open`): readable once the process has exited.
+#[derive(Debug)]
+pub struct PidFd(pub std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// Opens a pidfd for `pid`; `ESRCH` if there is no such process.
+    pub fn open(pid: i32) -> Result<PidFd, Errno> {
+        // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(Errno::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+        Ok(PidFd(unsafe {
+            std::os::fd::FromRawFd::from_raw_fd(fd as i32)
+        }))
+    }
+}
+
+/// A pipe whose write end, when dropped, wakes a `poll` on the read end (POLLHUP).
+#[derive(Debug)]
+pub struct WakePipe {
+    /// The end the waiter polls.
+    pub read: std::os::fd::OwnedFd,
+    /// The end whose drop (or a byte written) wakes it.
+    pub write: std::os::fd::OwnedFd,
+}
+
+impl WakePipe {
+    /// A new close-on-exec pipe.
+    pub fn new() -> Result<WakePipe, Errno> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is a valid, writable array of two ints for pipe2 to fill.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        if r != 0 {
+            return Err(Errno::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both fds are fresh and owned by us alone.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::FromRawFd::from_raw_fd(fds[0]),
+                std::os::fd::FromRawFd::from_raw_fd(fds[1]),
+            )
+        };
+        Ok(WakePipe { read, write })
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up), at most `timeout`; returns which are.
+pub fn poll_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout: std::time::Duration,
+) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `p` is a valid array of `p.len()` pollfd structs that lives across the call; the fds
+    // are borrowed, so they stay open for its duration.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter().map(|x| x.revents != 0).collect()
+}

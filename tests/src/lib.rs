@@ -129,6 +129,12 @@ impl Helper {
         }
     }
 
+    /// Kills the helper with SIGKILL (no cooperation: `kill -9`) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the helper to exit and returns its exit code (None if killed by a signal).
     pub fn wait(mut self) -> Option<i32> {
         self.stdin.take();

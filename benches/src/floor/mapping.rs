@@ -14,7 +14,8 @@ pub const SHM_PREFIX: &str = "qsimtest-bench-";
 /// when dropped; a peer ([`SharedMapping::open`]) only unmaps.
 ///
 /// Both sides must agree on how they use the bytes: this type hands out a base pointer and a
-/// length, and the floor protocol in [`super::lines`] decides who may touch what, when.
+/// length, and the floor protocol ([`FloorClient`](super::FloorClient), [`serve`](super::serve))
+/// decides who may touch what, when.
 #[derive(Debug)]
 pub struct SharedMapping {
     map: MmapRaw,
@@ -32,7 +33,11 @@ impl SharedMapping {
     /// a tag with characters other than ASCII alphanumerics, `-` and `_`.
     pub fn create(tag: &str, len: usize) -> io::Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        if len == 0 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if len == 0
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("bad shared mapping request: tag {tag:?}, {len} bytes"),
@@ -40,10 +45,8 @@ impl SharedMapping {
         }
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = Path::new("/dev/shm").join(format!(
-                "{SHM_PREFIX}{}-{n}-{tag}",
-                std::process::id()
-            ));
+            let path =
+                Path::new("/dev/shm").join(format!("{SHM_PREFIX}{}-{n}-{tag}", std::process::id()));
             let file = match OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -126,7 +129,7 @@ impl SharedMapping {
 
     /// Whether the mapping is empty (never, by construction).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// The first byte of the mapping: page-aligned, valid for [`SharedMapping::len`] bytes for as

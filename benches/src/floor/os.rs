@@ -51,7 +51,8 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: `cpu_set_t` is a plain bit array; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
     // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed; pid 0 is the caller.
-    let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let r =
+        unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -106,7 +107,9 @@ pub fn die_with_parent(expected_parent: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     if std::os::unix::process::parent_id() != expected_parent {
-        return Err(io::Error::other("the parent exited before the death signal was armed"));
+        return Err(io::Error::other(
+            "the parent exited before the death signal was armed",
+        ));
     }
     Ok(())
 }

@@ -1,62 +1,81 @@
 //! Loom models of the slot protocol ([`proto`]) and the robust lock, at the level of the words
 //! `ops.rs` moves: each model replays what `msg_send`, `msg_receive`, `pin`, `msg_reply`,
-//! `msg_error`, `msg_read` and `fail_reply_blocked` do to the protocol words, with the message
-//! buffers as loom [`UnsafeCell`]s so that loom fails the model on any access to message bytes
-//! that the protocol does not order (a data race), and the side fields (`result`, `handoff`, ...)
-//! as relaxed atomics, as in production, so that only the state-word transitions order them.
+//! `msg_error`, `msg_read`, `fail_reply_blocked` and the timeouts do to the protocol words. The
+//! message buffers are loom [`UnsafeCell`]s, so loom fails a model on any access to message bytes
+//! that the protocol does not order (a data race); the side fields (`result`, `result_kind`,
+//! `handoff`) are relaxed atomics, as in production, so only the state-word transitions can order
+//! them, and a wrong value read through a missing edge fails an assertion. The channel's links are
+//! reduced to one queued sender and one waiting receiver, in an `UnsafeCell` that only the channel
+//! lock (`proto::lock`/`unlock`) may order.
 //!
-//! Run with:
+//! Run with (about 20 s on 2 cores):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p kernel-sim --lib --release loom
 //! ```
 //!
-//! What each model proves (for every interleaving loom explores):
+//! Two futexes. `YieldWait` (the facade's) turns every wait into a yield: data races and outcomes
+//! are checked with it, but it cannot see a lost wake-up, and loom does not bound a schedule in
+//! which two yielding waiters keep handing the CPU to each other (switching away from a yielding
+//! thread is no preemption), so `YieldWait` models have at most one waiter at a time: where a
+//! second one would wait, the client first joins the thread whose completion leaves its slot
+//! REPLIED. [`StrictFutex`] sleeps for real until woken (value check and sleep atomic with respect
+//! to `wake`, as the kernel's futex bucket lock makes them), so a transition that fails to wake a
+//! sleeper that set `WAITERS` is a loom deadlock; its mutex adds ordering a real futex does not
+//! promise, so it is for liveness. The `*_strict_futex` variants run the same models with it and
+//! with every waiter concurrent.
 //!
-//! 1. [`send_receive_reply`]: a client (send → wait for REPLIED) and a server (receive → copy →
-//!    REPLY_BLOCKED → pin → reply) meet through the channel lock in either order, the receiver
-//!    first (the client hands over: RECV_WAIT→RECV_HANDED, the client goes to RECV_COPY) or the
-//!    sender first (SEND_BLOCKED, taken SEND_BLOCKED→RECV_COPY under the lock); the model asserts
-//!    that both orders were explored. The server reads exactly the request, the client exactly the
-//!    reply, the queue fields are only touched under the lock, and the client may reuse its send
-//!    buffer as soon as it sees REPLIED (no race with the server's copy).
-//!    [`send_receive_reply_strict_futex`] runs the same exchange with [`StrictFutex`], a futex
-//!    that really sleeps until woken, so a lost wake-up (a transition that does not wake a sleeper
-//!    that set `WAITERS`) shows up as a loom deadlock; `YieldWait` cannot see those.
-//! 2. [`two_repliers_one_wins`], [`reply_races_error`]: two server threads reply (or one replies
-//!    and one calls `msg_error`) to the same rcvid: exactly one wins, the other gets the
-//!    "not REPLY_BLOCKED" failure (`ESRCH`), the client sees exactly the winner's reply or error,
-//!    and the pin keeps the two writes to the reply buffer apart. [`msg_read_races_reply`]: a
-//!    `msg_read` and a `msg_reply` on the same rcvid serialise through the pin (the later one
-//!    waits in `pin` while the slot is REPLY_BUSY); a `msg_read` that comes after the reply fails
-//!    and never touches the send buffer the client is reusing. [`fail_reply_blocked_races_reply`]:
-//!    the channel-teardown path fails a client that a receiver is still copying from (RECV_COPY):
-//!    it waits for the copy, then exactly one of {the server's reply, the teardown error} reaches
-//!    the client. The `*_strict_futex` variants check the waits in `pin` and
-//!    `fail_reply_blocked` for lost wake-ups.
-//! 3. [`client_gives_up_vs_reply`]: a REPLY-blocked client gives up (REPLY_BLOCKED→IDLE, as a
-//!    timeout without `_NTO_CHF_UNBLOCK` will) while the server replies: exactly one of {the
-//!    client got the reply, the client gave up and the server's pin failed}; after giving up the
-//!    client owns its buffers again and the server never writes them (loom would report the race);
-//!    a server that has pinned makes the give-up fail and the client waits for the reply.
-//!    [`client_gives_up_vs_read_then_reply`]: the same with a server that does `msg_read` then
-//!    `msg_reply` and a client that retries its give-up after a `msg_read` unpins; the possible
-//!    outcomes are exactly {gave up before the read}, {gave up between read and reply},
-//!    {got the reply}.
-//! 4. [`stale_generation_cannot_pin`]: a server holding an rcvid of generation g cannot pin the
-//!    client slot once the client has given up and sent again through another connection
-//!    (generation g+1), even though the slot is REPLY_BLOCKED again; the client can give up at
-//!    g+1 without ever meeting the stale server.
-//! 5. [`lock_counter`]: two threads increment a counter under `proto::lock`/`unlock` (mutual
-//!    exclusion, and the unlock→lock release/acquire orders the counter: loom would report a race).
-//!    [`lock_broken_from_dead_owner`]: an owner takes the lock and dies holding it; the other
-//!    thread, whose `owner_dead` reads the `dead` flag, breaks it and gets
-//!    `Locked::FromDead(owner_tag)` and sees what the owner wrote before dying; or it took the lock
-//!    first (`Clean`) and the owner gets it after the unlock. Both outcomes are asserted seen.
+//! What each model proves, for every interleaving loom explores:
 //!
-//! Not modelled: deadlines (they read the real clock, which loom does not control), pulses, and
-//! the queue/stack link structure itself (one queued sender and one waiting receiver at most).
+//! 1. `send_receive_reply`: a client (send, wait for REPLIED) and a server (receive, copy out,
+//!    RECV_COPY→REPLY_BLOCKED, pin REPLY_BLOCKED→REPLY_BUSY, write the reply, →REPLIED) meet
+//!    through the channel lock in both orders, which the test asserts were both explored: receiver
+//!    first (the sender pops it, goes RECV_COPY itself and hands over RECV_WAIT→RECV_HANDED) and
+//!    sender first (queued SEND_BLOCKED, taken SEND_BLOCKED→RECV_COPY under the lock). The server
+//!    reads exactly the request, the client exactly the reply and status, and the client may reuse
+//!    its send buffer as soon as it sees REPLIED.
+//! 2. `two_repliers_one_wins`, `reply_races_error`: two server threads `msg_reply` (or one
+//!    `msg_reply` and one `msg_error`) to the same rcvid: exactly one succeeds, the other gets the
+//!    "not REPLY_BLOCKED" failure (`ESRCH`), the client gets exactly the winner's reply or error,
+//!    and the pin keeps the two writers of the reply buffer apart (no race). `msg_read_races_reply`:
+//!    a `msg_read` and a `msg_reply` on one rcvid serialise through the pin (the later waits in
+//!    `pin` while REPLY_BUSY); the reply always lands; a `msg_read` after it fails and never
+//!    touches the send buffer the client is reusing. `fail_reply_blocked_races_reply`: channel
+//!    teardown fails a client that a receiver is still copying from (RECV_COPY): it waits for the
+//!    copy, then exactly one of {the reply, the teardown error} reaches the client.
+//! 3. `client_gives_up_vs_reply`: a REPLY-blocked client gives up (REPLY_BLOCKED→IDLE with
+//!    `transition`) while the server replies: exactly one of {the client got the reply, the client
+//!    gave up and the server's pin failed}, both seen; after a give-up the server never touches the
+//!    client's buffers, which the client reuses; a pinned server (REPLY_BUSY) makes the give-up
+//!    fail and the client then waits for the reply. `client_gives_up_vs_read_then_reply`: the
+//!    server does `msg_read` then `msg_reply` and the client retries its give-up once a `msg_read`
+//!    unpins: exactly the outcomes {gave up before the read}, {between read and reply},
+//!    {got the reply}, all seen. `client_reply_timeout_vs_reply`: the REPLY timeout as `ops.rs`
+//!    now does it, the client failing itself with `fail_reply_blocked(ETIMEDOUT)`
+//!    (REPLY_BLOCKED→REPLY_BUSY→REPLIED): exactly one of {reply, ETIMEDOUT}.
+//!    `send_timeout_vs_receive`: a queued client's SEND timeout (`fail_queued`: off the queue under
+//!    the lock, SEND_BLOCKED→REPLIED "not received") races a receiver taking it: exactly one wins,
+//!    and a timed-out client's buffers are never read. `receive_timeout_vs_send`: a waiting
+//!    receiver times out while a sender pops it: it leaves only if still on the stack, else waits
+//!    for the hand-off, so a message is never lost nor invented.
+//! 4. `stale_generation_cannot_pin`: a server holding an rcvid of generation g cannot pin the slot
+//!    once the client has given up and sent again through another connection (generation g+1),
+//!    though the slot is REPLY_BLOCKED again: the client's give-up at g+1 always succeeds and its
+//!    buffers are never touched by the stale server.
+//! 5. `lock_counter`: two threads increment a counter under `proto::lock`/`unlock` (mutual
+//!    exclusion, and unlock→lock orders the counter). `lock_broken_from_dead_owner`: an owner takes
+//!    the lock and dies holding it; the other thread, whose `owner_dead` reads the `dead` flag,
+//!    breaks it, gets `Locked::FromDead(owner_tag)` and sees what the owner wrote; or it locked
+//!    first (`Clean`) and the owner gets the lock after it; both outcomes seen.
+//!    `lock_two_breakers_one_wins`: two threads find the lock held by a dead owner: exactly one
+//!    gets `FromDead`, the other `Clean` after it. `lock_three_threads_no_lost_wakeup`: three
+//!    contenders with a futex on which even the lock's polling waits sleep until woken: the
+//!    `LOCK_WAITERS` bit and `unlock`'s single wake-up never strand a waiter.
+//!
+//! Not modelled: real deadlines (a timeout is modelled as firing at an arbitrary point, and the
+//! bounded waits `ops.rs` puts on copy states are modelled unbounded), adaptive spinning (`NoSpin`
+//! everywhere), pulses and UNBLOCK pulses, and queues or stacks longer than one entry.
 // The message buffers are loom `UnsafeCell`s; reading and writing them needs raw-pointer derefs.
 #![allow(unsafe_code)]
 
@@ -79,6 +98,14 @@ const POLL: Duration = Duration::from_millis(1);
 const ESRCH: u32 = 3;
 /// The error `fail_reply_blocked` delivers in the teardown model (`EBADF`).
 const EBADF: u32 = 9;
+/// `ETIMEDOUT`.
+const ETIMEDOUT: u32 = 110;
+/// `ops::result_kind`: how a send ended.
+mod kind {
+    pub const STATUS: u32 = 0;
+    pub const ERR_RECEIVED: u32 = 1;
+    pub const ERR_NOT_RECEIVED: u32 = 2;
+}
 /// The client's generation in the models.
 const G: u16 = 7;
 /// The receiver's own generation.
@@ -277,7 +304,7 @@ fn msg_reply<F: Fx>(c: &Slot<F>, gen: u16, status: u32, reply: u32) -> Result<()
     pin(c, gen)?;
     put(&c.reply, reply);
     c.result.store(status, X);
-    c.result_kind.store(0, X);
+    c.result_kind.store(kind::STATUS, X);
     proto::transition(&c.state, &c.fx, gen, st::REPLY_BUSY, st::REPLIED)
         .expect("a pinned slot stays REPLY_BUSY");
     Ok(())
@@ -287,7 +314,7 @@ fn msg_reply<F: Fx>(c: &Slot<F>, gen: u16, status: u32, reply: u32) -> Result<()
 fn msg_error<F: Fx>(c: &Slot<F>, gen: u16, err: u32) -> Result<(), u32> {
     pin(c, gen)?;
     c.result.store(err, X);
-    c.result_kind.store(1, X);
+    c.result_kind.store(kind::ERR_RECEIVED, X);
     proto::transition(&c.state, &c.fx, gen, st::REPLY_BUSY, st::REPLIED)
         .expect("a pinned slot stays REPLY_BUSY");
     Ok(())
@@ -312,7 +339,7 @@ fn fail_reply_blocked<F: Fx>(c: &Slot<F>, err: u32) -> bool {
             st::REPLY_BLOCKED => {
                 if proto::transition(&c.state, &c.fx, g, st::REPLY_BLOCKED, st::REPLY_BUSY).is_ok()
                 {
-                    c.result_kind.store(1, X);
+                    c.result_kind.store(kind::ERR_RECEIVED, X);
                     c.result.store(err, X);
                     let _ = proto::transition(&c.state, &c.fx, g, st::REPLY_BUSY, st::REPLIED);
                     return true;
@@ -334,8 +361,7 @@ fn fail_reply_blocked<F: Fx>(c: &Slot<F>, err: u32) -> bool {
 
 /// The client gives up a REPLY-blocked send (a timeout): REPLY_BLOCKED → IDLE.
 fn give_up<F: Fx>(c: &Slot<F>, gen: u16) -> Result<(), u32> {
-    c.state.store(proto::make(gen, st::IDLE), W);
-    Ok(())
+    proto::transition(&c.state, &c.fx, gen, st::REPLY_BLOCKED, st::IDLE)
 }
 
 /// After giving up, the client owns its buffers again: it reuses both. Loom reports a race if a
@@ -451,7 +477,7 @@ fn send_receive_reply_model<F: Fx>(seen: &'static Seen) {
         assert_eq!(
             got,
             Got {
-                kind: 0,
+                kind: kind::STATUS,
                 result: STATUS,
                 reply: REPLY
             }
@@ -532,18 +558,18 @@ fn racing_servers_model<F: Fx>(second: Second, await_first: bool) {
         put(&c.send, NEXT_REQ);
         let rb = b.join().unwrap();
         let a_won = Got {
-            kind: 0,
+            kind: kind::STATUS,
             result: STATUS,
             reply: REPLY,
         };
         let b_won = match second {
             Second::Reply => Got {
-                kind: 0,
+                kind: kind::STATUS,
                 result: STATUS + 1,
                 reply: REPLY_B,
             },
             Second::Error => Got {
-                kind: 1,
+                kind: kind::ERR_RECEIVED,
                 result: EBADF,
                 reply: 0,
             },
@@ -595,7 +621,7 @@ fn msg_read_races_reply() {
         assert_eq!(
             await_reply(&c, G),
             Got {
-                kind: 0,
+                kind: kind::STATUS,
                 result: STATUS,
                 reply: REPLY
             }
@@ -649,7 +675,7 @@ fn fail_reply_blocked_model<F: Fx>(await_first: bool) {
             (Ok(()), false) => assert_eq!(
                 got,
                 Got {
-                    kind: 0,
+                    kind: kind::STATUS,
                     result: STATUS,
                     reply: REPLY
                 }
@@ -657,7 +683,7 @@ fn fail_reply_blocked_model<F: Fx>(await_first: bool) {
             (Err(ESRCH), true) => assert_eq!(
                 got,
                 Got {
-                    kind: 1,
+                    kind: kind::ERR_RECEIVED,
                     result: EBADF,
                     reply: 0
                 }
@@ -681,12 +707,15 @@ fn fail_reply_blocked_races_reply_strict_futex() {
 // 3. The client gives up
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn client_gives_up_vs_reply() {
-    static GAVE_UP: SeenFlag = SeenFlag::new(false);
-    static REPLIED: SeenFlag = SeenFlag::new(false);
-    loom::model(|| {
-        let c = Arc::new(Slot::<YieldWait>::reply_blocked());
+/// Which outcomes of model 3 were seen.
+struct Outcomes {
+    gave_up: SeenFlag,
+    replied: SeenFlag,
+}
+
+fn client_gives_up_vs_reply_model<F: Fx>(seen: &'static Outcomes) {
+    loom::model(move || {
+        let c = Arc::new(Slot::<F>::reply_blocked());
         let server = {
             let c = c.clone();
             thread::spawn(move || msg_reply(&c, G, STATUS, REPLY))
@@ -708,25 +737,49 @@ fn client_gives_up_vs_reply() {
         };
         let r = server.join().unwrap();
         if gave_up {
-            GAVE_UP.store(true, X);
+            seen.gave_up.store(true, X);
             assert_eq!(r, Err(ESRCH));
             assert_eq!(get(&c.reply), CLOBBER);
         } else {
-            REPLIED.store(true, X);
+            seen.replied.store(true, X);
             assert_eq!(r, Ok(()));
         }
         assert_eq!(proto::state_of(c.state.load(R)), st::IDLE);
     });
     assert!(
-        GAVE_UP.load(X) && REPLIED.load(X),
+        seen.gave_up.load(X) && seen.replied.load(X),
         "an outcome not explored"
     );
 }
 
 #[test]
-fn client_gives_up_vs_read_then_reply() {
-    loom::model(|| {
-        let c = Arc::new(Slot::<YieldWait>::reply_blocked());
+fn client_gives_up_vs_reply() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_gives_up_vs_reply_model::<YieldWait>(&SEEN);
+}
+
+#[test]
+fn client_gives_up_vs_reply_strict_futex() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_gives_up_vs_reply_model::<StrictFutex>(&SEEN);
+}
+
+/// The three outcomes of [`client_gives_up_vs_read_then_reply_model`].
+struct ReadOutcomes {
+    before_read: SeenFlag,
+    after_read: SeenFlag,
+    replied: SeenFlag,
+}
+
+fn client_gives_up_vs_read_then_reply_model<F: Fx>(seen: &'static ReadOutcomes) {
+    loom::model(move || {
+        let c = Arc::new(Slot::<F>::reply_blocked());
         let server = {
             let c = c.clone();
             thread::spawn(move || (msg_read(&c, G), msg_reply(&c, G, STATUS, REPLY)))
@@ -755,24 +808,306 @@ fn client_gives_up_vs_read_then_reply() {
             }
         };
         let (read, replied) = server.join().unwrap();
-        match (read, replied, gave_up) {
+        let flag = match (read, replied, gave_up) {
             // Gave up before the read, or between the read and the reply.
-            (Err(ESRCH), Err(ESRCH), true) | (Ok(REQ), Err(ESRCH), true) => {}
+            (Err(ESRCH), Err(ESRCH), true) => &seen.before_read,
+            (Ok(REQ), Err(ESRCH), true) => &seen.after_read,
             // Got the reply (a give-up during the read waited for it and retried).
-            (Ok(REQ), Ok(()), false) => {}
+            (Ok(REQ), Ok(()), false) => &seen.replied,
             other => panic!("impossible outcome: {other:?}"),
+        };
+        flag.store(true, X);
+    });
+    assert!(
+        seen.before_read.load(X) && seen.after_read.load(X) && seen.replied.load(X),
+        "an outcome not explored"
+    );
+}
+
+#[test]
+fn client_gives_up_vs_read_then_reply() {
+    static SEEN: ReadOutcomes = ReadOutcomes {
+        before_read: SeenFlag::new(false),
+        after_read: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_gives_up_vs_read_then_reply_model::<YieldWait>(&SEEN);
+}
+
+#[test]
+fn client_gives_up_vs_read_then_reply_strict_futex() {
+    static SEEN: ReadOutcomes = ReadOutcomes {
+        before_read: SeenFlag::new(false),
+        after_read: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_gives_up_vs_read_then_reply_model::<StrictFutex>(&SEEN);
+}
+
+/// The production REPLY timeout (no `_NTO_CHF_UNBLOCK`): the client fails itself with
+/// `fail_reply_blocked(ETIMEDOUT)` (REPLY_BLOCKED → REPLY_BUSY → REPLIED, error) and consumes that,
+/// while the server replies.
+fn client_reply_timeout_model<F: Fx>(seen: &'static Outcomes) {
+    loom::model(move || {
+        let c = Arc::new(Slot::<F>::reply_blocked());
+        let server = {
+            let c = c.clone();
+            thread::spawn(move || msg_reply(&c, G, STATUS, REPLY))
+        };
+        let failed_self = fail_reply_blocked(&c, ETIMEDOUT);
+        let got = await_reply(&c, G);
+        reuse_buffers(&c);
+        match (failed_self, server.join().unwrap()) {
+            (true, Err(ESRCH)) => {
+                assert_eq!((got.kind, got.result), (kind::ERR_RECEIVED, ETIMEDOUT));
+                seen.gave_up.store(true, X);
+            }
+            (false, Ok(())) => {
+                assert_eq!(
+                    got,
+                    Got {
+                        kind: kind::STATUS,
+                        result: STATUS,
+                        reply: REPLY
+                    }
+                );
+                seen.replied.store(true, X);
+            }
+            other => panic!("not exactly one winner: {other:?}"),
         }
     });
+    assert!(
+        seen.gave_up.load(X) && seen.replied.load(X),
+        "an outcome not explored"
+    );
+}
+
+#[test]
+fn client_reply_timeout_vs_reply() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_reply_timeout_model::<YieldWait>(&SEEN);
+}
+
+#[test]
+fn client_reply_timeout_vs_reply_strict_futex() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    client_reply_timeout_model::<StrictFutex>(&SEEN);
+}
+
+/// The SEND timeout (`fail_queued`): a queued client takes itself off the queue under the channel
+/// lock while a receiver takes it. Exactly one wins: the client fails with ETIMEDOUT, "not
+/// received", and the receiver finds the queue empty; or the receiver has it and the client waits
+/// for the reply. The receiver never reads the send buffer the timed-out client reuses.
+fn send_timeout_model<F: Fx>(seen: &'static Outcomes) {
+    loom::model(move || {
+        let ch = Arc::new(Chan::<F>::new());
+        let client = Arc::new(Slot::<F>::new(G, st::IDLE));
+        // msg_send, queued: no receiver was waiting.
+        put(&client.send, REQ);
+        ch.locked(TAG_CLIENT, |l| {
+            client.state.store(proto::make(G, st::SEND_BLOCKED), W);
+            l.sender = CLIENT + 1;
+        });
+        let receiver = {
+            let (ch, c) = (ch.clone(), client.clone());
+            thread::spawn(move || {
+                let taken = ch.locked(TAG_SERVER, |l| {
+                    if l.sender == 0 {
+                        return false;
+                    }
+                    l.sender = 0;
+                    let w = c.state.load(R);
+                    proto::transition(
+                        &c.state,
+                        &c.fx,
+                        proto::gen_of(w),
+                        st::SEND_BLOCKED,
+                        st::RECV_COPY,
+                    )
+                    .expect("a queued sender is SEND_BLOCKED");
+                    true
+                });
+                if taken {
+                    assert_eq!(get(&c.send), REQ);
+                    proto::transition(&c.state, &c.fx, G, st::RECV_COPY, st::REPLY_BLOCKED)
+                        .expect("only the receiver moves RECV_COPY");
+                    msg_reply(&c, G, STATUS, REPLY).expect("the only replier");
+                }
+                taken
+            })
+        };
+        // The SEND deadline passes: fail_queued.
+        let c = &*client;
+        let removed = ch.locked(TAG_CLIENT, |l| {
+            let mine = l.sender == CLIENT + 1;
+            if mine {
+                l.sender = 0;
+            }
+            mine
+        });
+        if removed {
+            let g = proto::gen_of(c.state.load(R));
+            c.result_kind.store(kind::ERR_NOT_RECEIVED, X);
+            c.result.store(ETIMEDOUT, X);
+            proto::transition(&c.state, &c.fx, g, st::SEND_BLOCKED, st::REPLIED)
+                .expect("a queued client stays SEND_BLOCKED");
+        }
+        let got = await_reply(c, G);
+        reuse_buffers(c);
+        match (removed, receiver.join().unwrap()) {
+            (true, false) => {
+                assert_eq!((got.kind, got.result), (kind::ERR_NOT_RECEIVED, ETIMEDOUT));
+                seen.gave_up.store(true, X);
+            }
+            (false, true) => {
+                assert_eq!((got.kind, got.reply), (kind::STATUS, REPLY));
+                seen.replied.store(true, X);
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        }
+    });
+    assert!(
+        seen.gave_up.load(X) && seen.replied.load(X),
+        "an outcome not explored"
+    );
+}
+
+#[test]
+fn send_timeout_vs_receive() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    send_timeout_model::<YieldWait>(&SEEN);
+}
+
+#[test]
+fn send_timeout_vs_receive_strict_futex() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    send_timeout_model::<StrictFutex>(&SEEN);
+}
+
+/// The receive timeout: a receiver waiting on the channel (RECV_WAIT, on the receiver stack)
+/// times out while a sender pops it. It leaves only if it is still on the stack (under the lock);
+/// otherwise the sender is handing it a message, which it must wait for and not lose. Exactly one
+/// of {the receiver got the request, the receiver timed out and the sender is queued}.
+fn receive_timeout_model<F: Fx>(seen: &'static Outcomes) {
+    loom::model(move || {
+        let ch = Arc::new(Chan::<F>::new());
+        let client = Arc::new(Slot::<F>::new(G, st::IDLE));
+        let server = Arc::new(Slot::<F>::new(RG, st::IDLE));
+        // msg_receive: nothing queued, so wait on the stack.
+        ch.locked(TAG_SERVER, |l| {
+            server.handoff.store(0, X);
+            server.state.store(proto::make(RG, st::RECV_WAIT), W);
+            l.receiver = SERVER + 1;
+        });
+        let sender = {
+            let (ch, c, rt) = (ch.clone(), client.clone(), server.clone());
+            thread::spawn(move || {
+                put(&c.send, REQ);
+                let handed = ch.locked(TAG_CLIENT, |l| {
+                    if l.receiver != 0 {
+                        l.receiver = 0;
+                        c.state.store(proto::make(G, st::RECV_COPY), W);
+                        rt.handoff.store(CLIENT + 1, X);
+                        true
+                    } else {
+                        c.state.store(proto::make(G, st::SEND_BLOCKED), W);
+                        l.sender = CLIENT + 1;
+                        false
+                    }
+                });
+                if handed {
+                    let rw = rt.state.load(R);
+                    proto::transition(
+                        &rt.state,
+                        &rt.fx,
+                        proto::gen_of(rw),
+                        st::RECV_WAIT,
+                        st::RECV_HANDED,
+                    )
+                    .expect("a popped receiver is RECV_WAIT");
+                }
+                handed
+            })
+        };
+        // The receive deadline passes: the wait's last check, then leave the stack if still on it.
+        let rt = &*server;
+        let handed = |x| proto::state_of(x) == st::RECV_HANDED;
+        let got_it = handed(rt.state.load(R)) || {
+            let left = ch.locked(TAG_SERVER, |l| {
+                let mine = l.receiver == SERVER + 1;
+                if mine {
+                    l.receiver = 0;
+                }
+                mine
+            });
+            if !left {
+                proto::wait_for(&rt.state, &rt.fx, handed, &mut NoSpin, None).expect("no deadline");
+            }
+            !left
+        };
+        rt.state.store(proto::make(RG, st::IDLE), W);
+        let c = &*client;
+        if got_it {
+            assert_eq!(rt.handoff.load(X), CLIENT + 1);
+            assert_eq!(get(&c.send), REQ);
+            proto::transition(&c.state, &c.fx, G, st::RECV_COPY, st::REPLY_BLOCKED)
+                .expect("only the receiver moves RECV_COPY");
+            msg_reply(c, G, STATUS, REPLY).expect("the only replier");
+        }
+        let sender_handed = sender.join().unwrap();
+        assert_eq!(got_it, sender_handed, "a hand-off was lost or invented");
+        if got_it {
+            assert_eq!(await_reply(c, G).reply, REPLY);
+            seen.replied.store(true, X);
+        } else {
+            assert_eq!(proto::state_of(c.state.load(R)), st::SEND_BLOCKED);
+            ch.locked(TAG_SERVER, |l| assert_eq!(l.sender, CLIENT + 1));
+            seen.gave_up.store(true, X);
+        }
+    });
+    assert!(
+        seen.gave_up.load(X) && seen.replied.load(X),
+        "an outcome not explored"
+    );
+}
+
+#[test]
+fn receive_timeout_vs_send() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    receive_timeout_model::<YieldWait>(&SEEN);
+}
+
+#[test]
+fn receive_timeout_vs_send_strict_futex() {
+    static SEEN: Outcomes = Outcomes {
+        gave_up: SeenFlag::new(false),
+        replied: SeenFlag::new(false),
+    };
+    receive_timeout_model::<StrictFutex>(&SEEN);
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. Stale generation
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn stale_generation_cannot_pin() {
+fn stale_generation_model<F: Fx>() {
     loom::model(|| {
-        let c = Arc::new(Slot::<YieldWait>::reply_blocked());
+        let c = Arc::new(Slot::<F>::reply_blocked());
         // A server still holding rcvid (CLIENT, G).
         let stale = {
             let c = c.clone();
@@ -798,6 +1133,16 @@ fn stale_generation_cannot_pin() {
             }
         }
     });
+}
+
+#[test]
+fn stale_generation_cannot_pin() {
+    stale_generation_model::<YieldWait>();
+}
+
+#[test]
+fn stale_generation_cannot_pin_strict_futex() {
+    stale_generation_model::<StrictFutex>();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -883,4 +1228,85 @@ fn lock_broken_from_dead_owner() {
         );
     });
     assert!(BROKEN.load(X) && CLEAN.load(X), "an outcome not explored");
+}
+
+#[test]
+fn lock_two_breakers_one_wins() {
+    const DEAD: u32 = 5;
+    loom::model(|| {
+        let lock = Arc::new(AtomicU32::new(0));
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let dead = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        // The owner took the lock, half-did its update and died.
+        assert_eq!(
+            proto::lock(&*lock, &YieldWait, DEAD, POLL, |_| false),
+            Locked::Clean
+        );
+        put(&data, 1);
+        dead.store(true, W);
+        let contender = |tag: u32| {
+            let (lock, data, dead) = (lock.clone(), data.clone(), dead.clone());
+            thread::spawn(move || {
+                let how = proto::lock(&*lock, &YieldWait, tag, POLL, |t| t == DEAD && dead.load(R));
+                if let Locked::FromDead(t) = how {
+                    assert_eq!(t, DEAD);
+                    // The repair: finish the dead owner's update.
+                    assert_eq!(get(&data), 1);
+                    put(&data, 2);
+                }
+                put(&data, get(&data) + 10);
+                proto::unlock(&*lock, &YieldWait);
+                how
+            })
+        };
+        let (a, b) = (contender(TAG_CLIENT), contender(TAG_SERVER));
+        let hows = [a.join().unwrap(), b.join().unwrap()];
+        let broken = hows
+            .iter()
+            .filter(|h| matches!(h, Locked::FromDead(_)))
+            .count();
+        assert_eq!(broken, 1, "{hows:?}");
+        assert_eq!(get(&data), 22);
+        assert_eq!(lock.load(R), 0);
+    });
+}
+
+/// A futex on which even timed waits sleep until woken (the lock's polling never fires): with
+/// live owners only, the lock's `LOCK_WAITERS` bit and `unlock`'s single wake-up must be enough.
+#[derive(Default)]
+struct NoPollFutex(StrictFutex);
+
+impl<Wd: Word> Wait<Wd> for NoPollFutex {
+    fn wait(&self, word: &Wd, expected: u32, _timeout: Option<Duration>) -> Woken {
+        self.0.wait(word, expected, None)
+    }
+    fn wake(&self, word: &Wd, n: u32) {
+        self.0.wake(word, n)
+    }
+}
+
+#[test]
+fn lock_three_threads_no_lost_wakeup() {
+    loom::model(|| {
+        let lock = Arc::new((AtomicU32::new(0), NoPollFutex::default()));
+        let counter = Arc::new(UnsafeCell::new(0u32));
+        let bump = |tag: u32, lock: &(AtomicU32, NoPollFutex), counter: &UnsafeCell<u32>| {
+            assert_eq!(
+                proto::lock(&lock.0, &lock.1, tag, POLL, |_| false),
+                Locked::Clean
+            );
+            put(counter, get(counter) + 1);
+            proto::unlock(&lock.0, &lock.1);
+        };
+        let spawn = |tag: u32| {
+            let (lock, counter) = (lock.clone(), counter.clone());
+            thread::spawn(move || bump(tag, &lock, &counter))
+        };
+        let (a, b) = (spawn(TAG_SERVER), spawn(TAG_SERVER + 1));
+        bump(TAG_CLIENT, &lock, &counter);
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(get(&counter), 3);
+        assert_eq!(lock.0.load(R), 0);
+    });
 }

@@ -118,12 +118,16 @@ pub fn rcvid_unpack(rcvid: i32) -> Option<(u32, u16)> {
 pub struct Tuning {
     /// How often a lock waiter checks whether the holder died.
     pub lock_poll: Duration,
+    /// How often the watcher looks for newly registered processes to watch (deaths of the ones
+    /// it watches wake it at once, through their pidfds).
+    pub watch_scan: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             lock_poll: Duration::from_millis(5),
+            watch_scan: Duration::from_millis(20),
         }
     }
 }
@@ -265,6 +269,31 @@ impl SpinPolicy for Adaptive<'_> {
 fn a_scoid(a: &Arena, ts: &ThreadSlot) -> i32 {
     a.conn(ts.conn.load(X))
         .map_or(-1, |c| SIDE_CHANNEL | c.scoid.load(X) as i32)
+}
+
+/// How a send ended, as the client's thread slot records it (`ThreadSlot::result_kind`): what a
+/// higher layer asks after a failure to tell "never delivered, safe to resend" from "outcome
+/// unknown".
+pub mod result_kind {
+    /// The server replied (`result` is the status).
+    pub const STATUS: u32 = 0;
+    /// Failed after a server received the request (`result` is the errno): outcome unknown.
+    pub const ERR_RECEIVED: u32 = 1;
+    /// Failed while queued: no server saw the request.
+    pub const ERR_NOT_RECEIVED: u32 = 2;
+    /// Failed before it was queued (bad coid, too large, channel gone).
+    pub const NOT_SENT: u32 = 3;
+}
+
+/// Deadlines of a blocking call, as QNX's `TimerTimeout` arms them per blocked state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// While SEND-blocked (queued): `ETIMEDOUT`, and the server never sees the request.
+    pub send: Option<Instant>,
+    /// While REPLY-blocked: `ETIMEDOUT` (or an UNBLOCK pulse on `_NTO_CHF_UNBLOCK` channels).
+    pub reply: Option<Instant>,
+    /// While RECEIVE-blocked: `ETIMEDOUT`.
+    pub receive: Option<Instant>,
 }
 
 /// How a blocked call waits.
@@ -440,6 +469,68 @@ impl<'a> Kernel<'a> {
         }
     }
 
+    /// Tears down process slot `slot` if its OS process is gone (what every watcher and every
+    /// caller that meets a dead peer does). Idempotent: a slot another cleaner already released,
+    /// or one a cleaner died in the middle of (state CLEANING), is handled once. Returns whether
+    /// this call released it.
+    pub fn reap_if_dead(&self, slot: u32) -> bool {
+        let a = self.a;
+        let Some(p) = a.proc(slot) else { return false };
+        let w = p.state.load(R);
+        let st = obj_st(w);
+        if slot == self.me
+            || !(st == proc_state::ALIVE
+                || st == proc_state::CLEANING
+                || st == proc_state::CLAIMING)
+        {
+            return false;
+        }
+        if crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X)) {
+            return false;
+        }
+        let _g = self.lock_struct();
+        if p.state.load(R) != w {
+            return false;
+        }
+        tracing::debug!(
+            slot,
+            pid = p.pid.load(X),
+            "cleaning up after a dead process"
+        );
+        Kernel {
+            a,
+            me: slot,
+            me_gen: obj_gen(w),
+            tuning: self.tuning,
+        }
+        .release_locked();
+        true
+    }
+
+    /// (slot, generation, pid, start time) of every other registered process.
+    pub fn peers(&self) -> Vec<(u32, u32, i32, u64)> {
+        (0..self.a.limits().max_processes)
+            .filter(|&i| i != self.me)
+            .filter_map(|i| {
+                let p = self.a.proc(i)?;
+                let w = p.state.load(R);
+                matches!(obj_st(w), proc_state::ALIVE | proc_state::CLEANING)
+                    .then(|| (i, obj_gen(w), p.pid.load(X) as i32, p.start_time.load(X)))
+            })
+            .collect()
+    }
+
+    /// (slot, pid, state) of every process slot in use.
+    pub fn process_table(&self) -> Vec<(u32, i32, u32)> {
+        (0..self.a.limits().max_processes)
+            .filter_map(|i| {
+                let p = self.a.proc(i)?;
+                let st = obj_st(p.state.load(R));
+                (st != proc_state::FREE).then(|| (i, p.pid.load(X) as i32, st))
+            })
+            .collect()
+    }
+
     /// Whether this process's registration is still the one we made.
     pub fn still_registered(&self) -> bool {
         self.a
@@ -469,7 +560,7 @@ impl<'a> Kernel<'a> {
             };
             let ent = Entry::decode(e.load(R));
             if ent.kind == entry_kind::CHID {
-                self.destroy_channel_locked(ent.idx, ent.gen);
+                self.destroy_channel_locked(ent.idx, ent.gen, true);
                 e.store(0, W);
             }
         }
@@ -663,7 +754,7 @@ impl<'a> Kernel<'a> {
             tracing::debug!(chid, "channel_destroy: no such channel");
             Errno::INVAL
         })?;
-        self.destroy_channel_locked(idx, gen);
+        self.destroy_channel_locked(idx, gen, false);
         if let Some(e) = self.a.pool_entry(self.me, chid as u32) {
             e.store(0, W);
         }
@@ -673,7 +764,7 @@ impl<'a> Kernel<'a> {
     /// Destroys a channel (structural lock held): senders, receivers and REPLY-blocked clients get
     /// `ESRCH`; queued pulses are dropped; client connections die (`EBADF` later) and clients with
     /// a `_NTO_CHF_COID_DISCONNECT` channel get a COIDDEATH pulse per coid.
-    fn destroy_channel_locked(&self, idx: u32, gen: u32) {
+    fn destroy_channel_locked(&self, idx: u32, gen: u32, force_copies: bool) {
         let a = self.a;
         let Some(c) = a.chan(idx) else { return };
         let owner = c.owner.load(X);
@@ -699,7 +790,7 @@ impl<'a> Kernel<'a> {
                     node = ts.next.load(X);
                     let w = ts.state.load(R);
                     if proto::state_of(w) == st::SEND_BLOCKED {
-                        ts.result_kind.store(1, X);
+                        ts.result_kind.store(result_kind::ERR_NOT_RECEIVED, X);
                         ts.result.store(Errno::SRCH.raw() as u32, X);
                         ts.reply_len.store(0, X);
                         let _ = proto::transition(
@@ -738,7 +829,7 @@ impl<'a> Kernel<'a> {
             if ts.alloc.load(R) == 0 || ts.chan.load(X) != idx {
                 continue;
             }
-            self.fail_reply_blocked(ts, Errno::SRCH);
+            self.fail_reply_blocked(ts, Errno::SRCH, force_copies);
         }
         // Connections to the channel die.
         for i in 0..a.limits().max_conns() {
@@ -773,10 +864,15 @@ impl<'a> Kernel<'a> {
 
     /// Fails a client that is REPLY-blocked (or being received from) with `err`. A live server
     /// thread that is copying finishes its copy first.
-    fn fail_reply_blocked(&self, ts: &ThreadSlot, err: Errno) {
+    fn fail_reply_blocked(&self, ts: &ThreadSlot, err: Errno, copier_gone: bool) {
         // A live copier finishes in microseconds; a slot stuck in a copy state for this long
-        // belongs to a dead or misbehaving process, and is failed all the same.
-        let give_up = Instant::now() + self.tuning.lock_poll * 100;
+        // belongs to a dead or misbehaving process, and is failed all the same. When the copier's
+        // process is the one being torn down, there is nobody to wait for.
+        let give_up = if copier_gone {
+            Instant::now()
+        } else {
+            Instant::now() + self.tuning.lock_poll * 100
+        };
         loop {
             let w = ts.state.load(R);
             let g = proto::gen_of(w);
@@ -794,9 +890,11 @@ impl<'a> Kernel<'a> {
                         state = proto::state_of(w),
                         "a copy never finished; failing the client anyway"
                     );
+                    // Keep the waiters bit: the move to REPLIED below must wake the client.
+                    let busy = proto::make(g, st::REPLY_BUSY) | (w & proto::WAITERS);
                     if ts
                         .state
-                        .compare_exchange(w, proto::make(g, st::REPLY_BUSY), Ordering::AcqRel, R)
+                        .compare_exchange(w, busy, Ordering::AcqRel, R)
                         .is_ok()
                     {
                         self.complete_with_error(ts, g, err);
@@ -819,7 +917,7 @@ impl<'a> Kernel<'a> {
 
     /// Completes a pinned (REPLY_BUSY) client with an error.
     fn complete_with_error(&self, ts: &ThreadSlot, gen: u16, err: Errno) {
-        ts.result_kind.store(1, X);
+        ts.result_kind.store(result_kind::ERR_RECEIVED, X);
         ts.result.store(err.raw() as u32, X);
         ts.reply_len.store(0, X);
         let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
@@ -837,42 +935,27 @@ impl<'a> Kernel<'a> {
                 continue;
             }
             let w = ts.state.load(R);
-            let g = proto::gen_of(w);
             let Some(c) = a.chan(ts.chan.load(X)) else {
                 continue;
             };
-            match proto::state_of(w) {
-                st::SEND_BLOCKED => {
-                    let removed = {
-                        let _cg = self.lock_chan(c);
-                        self.queue_remove(c, node_thread(s))
-                    };
-                    if removed {
-                        ts.result_kind.store(1, X);
-                        ts.result.store(Errno::BADF.raw() as u32, X);
-                        let _ = proto::transition(
-                            &ts.state,
-                            &OsFutex,
-                            g,
-                            st::SEND_BLOCKED,
-                            st::REPLIED,
-                        );
-                    } else {
-                        // A receiver took it meanwhile: it is (or is becoming) REPLY-blocked.
-                        self.unblock_or_fail(ts, s, c, Errno::BADF);
-                    }
-                }
-                st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY => {
-                    self.unblock_or_fail(ts, s, c, Errno::BADF)
-                }
-                _ => {}
+            let state = proto::state_of(w);
+            // A SEND-blocked thread leaves the queue with EBADF; if a receiver took it meanwhile
+            // it is (or is becoming) REPLY-blocked, and is handled as such.
+            let dequeued = state == st::SEND_BLOCKED && self.fail_queued(ts, s, c, Errno::BADF);
+            if !dequeued
+                && matches!(
+                    state,
+                    st::SEND_BLOCKED | st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY
+                )
+            {
+                self.unblock_or_fail(ts, s, c, Errno::BADF);
             }
         }
     }
 
     fn unblock_or_fail(&self, ts: &ThreadSlot, slot: u32, c: &Channel, err: Errno) {
         if c.flags.load(X) & chf::UNBLOCK == 0 {
-            self.fail_reply_blocked(ts, err);
+            self.fail_reply_blocked(ts, err, false);
             return;
         }
         // One UNBLOCK pulse per REPLY-blocked period.
@@ -900,7 +983,7 @@ impl<'a> Kernel<'a> {
             .is_err()
         {
             // QNX: a pulse that cannot be delivered releases the client as if the server had.
-            self.fail_reply_blocked(ts, err);
+            self.fail_reply_blocked(ts, err, false);
         }
     }
 
@@ -1425,14 +1508,16 @@ impl<'a> Kernel<'a> {
         None
     }
 
-    fn recv_stack_remove(&self, c: &Channel, slot: u32) {
+    /// Takes `slot` off the receiver stack (channel lock held); false if it was not there (a
+    /// sender popped it and is handing it something).
+    fn recv_stack_remove(&self, c: &Channel, slot: u32) -> bool {
         let mut prev: Option<&AtomicU32> = None;
         let mut cur = c.recv_top.load(X);
         let mut guard = 0;
         while cur != 0 && guard <= self.a.limits().thread_slots() {
             guard += 1;
             let Some(rt) = self.a.thread(cur - 1) else {
-                return;
+                return false;
             };
             let after = rt.recv_next.load(X);
             if cur - 1 == slot {
@@ -1440,11 +1525,12 @@ impl<'a> Kernel<'a> {
                     Some(p) => p.store(after, X),
                     None => c.recv_top.store(after, X),
                 }
-                return;
+                return true;
             }
             prev = Some(&rt.recv_next);
             cur = after;
         }
+        false
     }
 
     // ----- pulses -------------------------------------------------------------------------
@@ -1577,6 +1663,7 @@ impl<'a> Kernel<'a> {
 
     /// `MsgSendv(coid, siov, riov)`: the client side of a message exchange. Gathers `sparts`,
     /// blocks until the reply and scatters it into `rparts`. Returns the reply status.
+    #[allow(clippy::too_many_arguments)]
     pub fn msg_send(
         &self,
         slot: u32,
@@ -1584,8 +1671,11 @@ impl<'a> Kernel<'a> {
         sparts: &[&[u8]],
         rparts: &mut [&mut [u8]],
         mode: WaitMode,
+        timeouts: Timeouts,
     ) -> Result<i32, Errno> {
         let a = self.a;
+        let ts = a.thread(slot).ok_or(Errno::AGAIN)?;
+        ts.result_kind.store(result_kind::NOT_SENT, X);
         let max = a.limits().max_msg_size as usize;
         let slen: usize = sparts.iter().map(|p| p.len()).sum();
         if slen > max {
@@ -1593,8 +1683,8 @@ impl<'a> Kernel<'a> {
             return Err(Errno::MSGSIZE);
         }
         let rcap = rparts.iter().map(|p| p.len()).sum::<usize>().min(max);
-        let ts = a.thread(slot).ok_or(Errno::AGAIN)?;
         loop {
+            ts.result_kind.store(result_kind::NOT_SENT, X);
             let t = self.resolve(coid)?;
             let c = a.chan(t.chan).ok_or(Errno::BADF)?;
             let w = ts.state.load(R);
@@ -1613,7 +1703,6 @@ impl<'a> Kernel<'a> {
             ts.reply_cap.store(rcap as u32, X);
             ts.reply_len.store(0, X);
             ts.result.store(0, X);
-            ts.result_kind.store(0, X);
             ts.mi_flags.store(0, X);
             ts.coid.store(coid as u32, X);
             ts.chan.store(t.chan, X);
@@ -1665,13 +1754,7 @@ impl<'a> Kernel<'a> {
                 WaitMode::Blocking => Duration::ZERO,
             };
             let mut spin = Adaptive::new(ts, peer, budget);
-            let _ = proto::wait_for(
-                &ts.state,
-                &OsFutex,
-                |x| proto::state_of(x) == st::REPLIED,
-                &mut spin,
-                None,
-            );
+            self.wait_reply(ts, slot, c, &mut spin, timeouts);
             let kind = ts.result_kind.load(X);
             let result = ts.result.load(X) as i32;
             let rlen = (ts.reply_len.load(X) as usize).min(rcap);
@@ -1684,7 +1767,7 @@ impl<'a> Kernel<'a> {
                 roff += a.buf_read(slot, Buf::Reply, roff, rlen, &mut p[..want]);
             }
             ts.state.store(proto::make(gen, st::IDLE), W);
-            if kind == 0 {
+            if kind == result_kind::STATUS {
                 return Ok(result);
             }
             match Errno::from_raw(result) {
@@ -1698,6 +1781,68 @@ impl<'a> Kernel<'a> {
         }
     }
 
+    /// Waits until the slot is REPLIED, applying the SEND and REPLY timeouts: a SEND-blocked
+    /// client that times out leaves the queue (the server never sees it); a REPLY-blocked one is
+    /// failed with `ETIMEDOUT`, unless the channel has `_NTO_CHF_UNBLOCK`: then the server gets an
+    /// UNBLOCK pulse and the client waits for its answer, as in QNX.
+    fn wait_reply(
+        &self,
+        ts: &ThreadSlot,
+        slot: u32,
+        c: &Channel,
+        spin: &mut Adaptive<'_>,
+        mut t: Timeouts,
+    ) {
+        loop {
+            let w = ts.state.load(R);
+            let (deadline, sending) = match proto::state_of(w) {
+                st::REPLIED => return,
+                st::SEND_BLOCKED => (t.send, true),
+                _ => (t.reply, false),
+            };
+            let done = |x: u32| {
+                let s = proto::state_of(x);
+                s == st::REPLIED || (sending && s != st::SEND_BLOCKED)
+            };
+            if proto::wait_for(&ts.state, &OsFutex, done, spin, deadline).is_ok() {
+                continue;
+            }
+            if sending {
+                if !self.fail_queued(ts, slot, c, Errno::TIMEDOUT) {
+                    // A receiver took it in the meantime: from now on the REPLY timeout applies.
+                    t.send = None;
+                }
+            } else {
+                self.unblock_or_fail(ts, slot, c, Errno::TIMEDOUT);
+                t.reply = None;
+            }
+        }
+    }
+
+    /// Takes a SEND-blocked client off the queue and fails it with `err` (nobody received it).
+    /// Returns false if a receiver took it first.
+    fn fail_queued(&self, ts: &ThreadSlot, slot: u32, c: &Channel, err: Errno) -> bool {
+        let removed = {
+            let _cg = self.lock_chan(c);
+            self.queue_remove(c, node_thread(slot))
+        };
+        if removed {
+            let g = proto::gen_of(ts.state.load(R));
+            ts.result_kind.store(result_kind::ERR_NOT_RECEIVED, X);
+            ts.result.store(err.raw() as u32, X);
+            ts.reply_len.store(0, X);
+            let _ = proto::transition(&ts.state, &OsFutex, g, st::SEND_BLOCKED, st::REPLIED);
+        }
+        removed
+    }
+
+    /// How the calling thread's last send ended ([`result_kind`]).
+    pub fn last_send_kind(&self, slot: u32) -> u32 {
+        self.a
+            .thread(slot)
+            .map_or(result_kind::NOT_SENT, |t| t.result_kind.load(X))
+    }
+
     /// `MsgReceivev(chid, iov, info)` (and `MsgReceivePulsev` with `pulse_only`): the server side.
     pub fn msg_receive(
         &self,
@@ -1706,6 +1851,7 @@ impl<'a> Kernel<'a> {
         parts: &mut [&mut [u8]],
         pulse_only: bool,
         mode: WaitMode,
+        deadline: Option<Instant>,
     ) -> Result<Received, Errno> {
         let a = self.a;
         let (cidx, cgen, c) = self.own_chan(chid).ok_or_else(|| {
@@ -1782,13 +1928,20 @@ impl<'a> Kernel<'a> {
                     WaitMode::Blocking => Duration::ZERO,
                 };
                 let mut spin = Adaptive::new(rt, peer, budget);
-                let _ = proto::wait_for(
-                    &rt.state,
-                    &OsFutex,
-                    |x| proto::state_of(x) == st::RECV_HANDED,
-                    &mut spin,
-                    None,
-                );
+                let handed = |x| proto::state_of(x) == st::RECV_HANDED;
+                if proto::wait_for(&rt.state, &OsFutex, handed, &mut spin, deadline).is_err() {
+                    // Timed out, unless a sender popped us from the stack meanwhile: then it is
+                    // about to hand us something, which must not be lost.
+                    let left = {
+                        let _cg = self.lock_chan(c);
+                        self.recv_stack_remove(c, slot)
+                    };
+                    if left {
+                        rt.state.store(proto::make(my_gen, st::IDLE), W);
+                        return Err(Errno::TIMEDOUT);
+                    }
+                    let _ = proto::wait_for(&rt.state, &OsFutex, handed, &mut proto::NoSpin, None);
+                }
                 let h = rt.handoff.load(X);
                 rt.state.store(proto::make(my_gen, st::IDLE), W);
                 match h {
@@ -1957,7 +2110,7 @@ impl<'a> Kernel<'a> {
         ts.reply_len
             .store((ts.reply_len.load(X) as usize).max(off) as u32, X);
         ts.result.store(status as u32, X);
-        ts.result_kind.store(0, X);
+        ts.result_kind.store(result_kind::STATUS, X);
         let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
         Ok(())
     }
@@ -1967,7 +2120,7 @@ impl<'a> Kernel<'a> {
         let (_, gen, ts) = self.pin(rcvid)?;
         self.withdraw_unblock(ts, rcvid);
         ts.result.store(err.raw() as u32, X);
-        ts.result_kind.store(1, X);
+        ts.result_kind.store(result_kind::ERR_RECEIVED, X);
         let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
         Ok(())
     }
@@ -2100,8 +2253,21 @@ impl<'a> Kernel<'a> {
     }
 
     /// (queued messages and pulses, waiting receivers) of one of the caller's channels.
-    pub fn channel_stats(&self, chid: i32) -> Result<(u32, u32), Errno> {
-        let (_, _, c) = self.own_chan(chid).ok_or(Errno::INVAL)?;
+    pub fn channel_stats(&self, pid: i32, chid: i32) -> Result<(u32, u32), Errno> {
+        let owner = self.pid_to_proc(pid).map_err(|_| Errno::INVAL)?;
+        if chid <= 0 || chid & SIDE_CHANNEL != 0 {
+            return Err(Errno::INVAL);
+        }
+        let e = Entry::decode(
+            self.a
+                .pool_entry(owner, chid as u32)
+                .ok_or(Errno::INVAL)?
+                .load(R),
+        );
+        let c = self.a.chan(e.idx).ok_or(Errno::INVAL)?;
+        if e.kind != entry_kind::CHID || c.state.load(R) != obj_word(e.gen, obj_state::LIVE) {
+            return Err(Errno::INVAL);
+        }
         let _cg = self.lock_chan(c);
         let mut receivers = 0;
         let mut r = c.recv_top.load(X);

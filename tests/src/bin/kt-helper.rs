@@ -4,6 +4,8 @@
 //!   with `threads` receiving threads: checks every request's pattern, replies with the inverted
 //!   bytes and status `id`, answers `_IO_*` bookkeeping, prints `DUP`/`CLOSE` when it gets those,
 //!   and prints `PULSE <code> <value> <scoid>` for pulses.
+//! - `idle-server <system>`: a channel nobody receives on; prints `READY <pid> <chid>`.
+//! - `hold-server <system>`: receives one message, prints `HOLDING <rcvid>`, never replies.
 //! - `name-server <system> <name>`: like `server` with one thread, on a `name_attach`ed channel.
 //! - `client <system> <pid> <chid> <threads> <seed> <sizes...>`: each thread connects and sends
 //!   one request of each size, checks the reply, and the process prints `OK <count>`.
@@ -105,6 +107,28 @@ fn main() {
                 .collect();
             for h in hs {
                 let _ = h.join();
+            }
+        }
+        "idle-server" => {
+            // A channel nobody receives on: senders stay SEND-blocked.
+            let sys = attach(&args[1]);
+            let chid = sys.channel_create(0).expect("channel_create");
+            println!("READY {} {}", sys.pid().0, chid.0);
+            loop {
+                std::thread::park();
+            }
+        }
+        "hold-server" => {
+            // Receives one message and never replies: its sender stays REPLY-blocked.
+            let sys = attach(&args[1]);
+            let chid = sys.channel_create(0).expect("channel_create");
+            println!("READY {} {}", sys.pid().0, chid.0);
+            let mut buf = vec![0u8; 256];
+            if let Ok(Received::Message { rcvid, .. }) = sys.msg_receive(chid, &mut buf) {
+                println!("HOLDING {}", rcvid.0);
+            }
+            loop {
+                std::thread::park();
             }
         }
         "name-server" => {
