@@ -80,6 +80,7 @@ pub struct SystemBuilder {
     wait: WaitMode,
     tuning: Tuning,
     init_wait: Duration,
+    watcher: bool,
 }
 
 impl Default for SystemBuilder {
@@ -90,6 +91,7 @@ impl Default for SystemBuilder {
             wait: WaitMode::Adaptive(DEFAULT_SPIN),
             tuning: Tuning::default(),
             init_wait: Duration::from_secs(2),
+            watcher: true,
         }
     }
 }
@@ -131,6 +133,14 @@ impl SystemBuilder {
     /// the deaths of processes it already watches wake it at once.
     pub fn watch_scan(mut self, every: Duration) -> Self {
         self.tuning.watch_scan = every;
+        self
+    }
+    /// Whether this process runs a watcher thread (default: yes). Without one, the deaths of
+    /// other processes are cleaned up only when this process meets them (a lock a dead process
+    /// held, a name it held) or calls [`System::clean_up_after`]: for tools and tests that must
+    /// control who cleans up.
+    pub fn watcher(mut self, on: bool) -> Self {
+        self.watcher = on;
         self
     }
     /// How long attaching waits for a creator that is still initialising the arena (default 2 s).
@@ -189,7 +199,7 @@ impl SystemBuilder {
             },
         };
         self.check_limits(&arena)?;
-        let inner = Inner::register(arena, name, self.tuning)?;
+        let inner = Inner::register(arena, name, self.tuning, self.watcher)?;
         Ok(System { inner })
     }
 
@@ -265,6 +275,7 @@ impl Inner {
         arena: Arena,
         name: String,
         tuning: Tuning,
+        watcher: bool,
     ) -> std::result::Result<Arc<Inner>, SystemError> {
         let pid = crate::sys::getpid();
         let start = crate::sys::process_start_time(pid).unwrap_or(0);
@@ -283,7 +294,11 @@ impl Inner {
             *n += 1;
             *n
         };
-        let pipe = crate::sys::WakePipe::new().ok();
+        let pipe = if watcher {
+            crate::sys::WakePipe::new().ok()
+        } else {
+            None
+        };
         let (wake_read, wake_write) = match pipe {
             Some(p) => (Some(p.read), Some(p.write)),
             None => (None, None),
@@ -313,7 +328,7 @@ impl Inner {
                     tracing::warn!(%e, "no watcher thread: deaths are noticed only by callers that meet them")
                 }
             }
-        } else {
+        } else if watcher {
             tracing::warn!("no wake pipe: no watcher thread");
         }
         REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push((
@@ -567,6 +582,33 @@ impl System {
     /// This process's pid.
     pub fn pid(&self) -> Pid {
         Pid(self.inner.pid)
+    }
+
+    /// A read-only view of the whole system (processes, threads and what they are blocked on,
+    /// channels, connections, names, object counts), taken without locks while it runs: what
+    /// `qsim pidin` prints and what leak checks count.
+    pub fn snapshot(&self) -> crate::kern::introspect::Snapshot {
+        self.k().snapshot()
+    }
+
+    /// Runs the cleanup of process `pid` if it is registered but gone (what the watcher does on
+    /// its own); finishes a cleanup that a dead cleaner left half done. Returns whether this call
+    /// cleaned it up.
+    pub fn clean_up_after(&self, pid: Pid) -> bool {
+        let k = self.k();
+        let slots: Vec<u32> = k
+            .process_table()
+            .into_iter()
+            .filter(|&(_, p, _)| p == pid.0)
+            .map(|(s, _, _)| s)
+            .collect();
+        // Every slot of that pid is tried (no short circuit).
+        slots
+            .into_iter()
+            .map(|s| k.reap_if_dead(s))
+            .filter(|&cleaned| cleaned)
+            .count()
+            > 0
     }
 
     /// Whether process `pid` is registered in this system (false once the cleanup after its

@@ -99,16 +99,67 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Allocation-free: this runs in lock waits and cleanups, which must not allocate.
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for b in b"/proc/" {
+        path[n] = *b;
+        n += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut v = pid as u32;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    for b in b"/stat" {
+        path[n] = *b;
+        n += 1;
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: `path` is NUL-terminated (at most 6 + 10 + 5 bytes of 32, the rest zeroes); the fd
+    // is closed before return; `buf` is a writable local of the length passed to read.
+    let len = unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let r = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        r
+    };
+    if len <= 0 {
+        return None;
+    }
+    let stat = &buf[..len as usize];
     // The command name (field 2) is in parentheses and may contain spaces and ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After ')' come field 3 (state) onwards; the start time is field 22, the 20th of these.
-    let mut fields = rest.split_ascii_whitespace();
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
     let state = fields.next()?;
-    if state == "Z" || state == "X" {
+    if state == b"Z" || state == b"X" {
         return None; // a zombie has exited: it holds nothing any more
     }
-    fields.nth(18)?.parse().ok()
+    // After ')' come field 3 (state) onwards; the start time is field 22, the 20th of these.
+    let start = fields.nth(18)?;
+    start.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add((b - b'0') as u64)
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether the process that registered as (`pid`, `start_time`) is still running.
@@ -224,4 +275,15 @@ pub fn poll_readable(
         return vec![false; fds.len()];
     }
     p.iter().map(|x| x.revents != 0).collect()
+}
+
+/// Kills the calling process with SIGKILL (crash points).
+#[cfg(feature = "crash-points")]
+pub fn kill_self() -> ! {
+    // SAFETY: kill with our own pid and SIGKILL has no memory-safety preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    // SIGKILL cannot be caught or ignored; this is only reached if kill itself failed.
+    std::process::abort()
 }

@@ -135,7 +135,13 @@ impl Helper {
         let _ = self.child.wait();
     }
 
-    /// Waits for the helper to exit and returns its exit code (None if killed by a signal).
+    /// Waits for the helper to exit on its own (its stdin stays open) and returns its exit code,
+    /// or None if a signal killed it.
+    pub fn wait_exit(mut self) -> Option<i32> {
+        self.child.wait().expect("wait helper").code()
+    }
+
+    /// Closes the helper's stdin (which makes it exit), waits for it and returns its exit code (None if killed by a signal).
     pub fn wait(mut self) -> Option<i32> {
         self.stdin.take();
         self.child.wait().expect("wait helper").code()

@@ -231,3 +231,30 @@ fn on_an_unblock_channel_a_reply_timeout_becomes_an_unblock_pulse() {
         "the client waited for the server's answer"
     );
 }
+
+#[test]
+fn a_thread_that_exits_sends_threaddeath_to_a_death_channel() {
+    let _w = Watchdog::new("threaddeath", 60);
+    let ts = TestSystem::new("death-thread", small_limits());
+    let s = &ts.sys;
+    let death = s.channel_create(chf::THREAD_DEATH).unwrap();
+    s.set_priority(10).unwrap(); // this thread takes the first thread slot (tid 1)
+    let s1 = s.clone();
+    std::thread::spawn(move || {
+        s1.set_priority(33).unwrap();
+    })
+    .join()
+    .unwrap();
+    let mut buf = [0u8; 16];
+    let Received::Pulse(p) = s.msg_receive(death, &mut buf).unwrap() else {
+        panic!("message")
+    };
+    assert_eq!(
+        (p.code, p.scoid, p.priority),
+        (pulse_code::THREADDEATH, -1, 33)
+    );
+    assert_eq!(
+        p.value, 2,
+        "tid of the second thread slot (the main test thread has the first)"
+    );
+}

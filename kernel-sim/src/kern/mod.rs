@@ -22,6 +22,8 @@ pub mod proto;
 mod loom_send_reply;
 
 #[cfg(not(loom))]
+pub mod introspect;
+#[cfg(not(loom))]
 mod ops;
 #[cfg(not(loom))]
 pub use ops::*;

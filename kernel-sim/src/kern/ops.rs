@@ -8,7 +8,7 @@ use crate::abi::{
 };
 use crate::shm::{Arena, Buf};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::OsFutex;
+use crate::sync::{OsFutex, Wait};
 use crate::Errno;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ impl Entry {
             | if self.cloexec { ENTRY_CLOEXEC } else { 0 }
             | (self.kind & 0xF)
     }
-    fn decode(v: u64) -> Entry {
+    pub(crate) fn decode(v: u64) -> Entry {
         Entry {
             kind: v & 0xF,
             cloexec: v & ENTRY_CLOEXEC != 0,
@@ -69,10 +69,10 @@ impl Entry {
 fn obj_word(gen: u32, state: u32) -> u32 {
     (gen << 8) | (state & 0xFF)
 }
-fn obj_gen(w: u32) -> u32 {
+pub(crate) fn obj_gen(w: u32) -> u32 {
     (w >> 8) & 0xFF_FFFF
 }
-fn obj_st(w: u32) -> u32 {
+pub(crate) fn obj_st(w: u32) -> u32 {
     w & 0xFF
 }
 
@@ -187,16 +187,17 @@ impl Drop for StructGuard<'_> {
 static HELD: AtomicU32 = AtomicU32::new(0);
 
 impl<'a> Kernel<'a> {
-    fn take_lock(&self, word: &'a AtomicU32, what: &str) -> StructGuard<'a> {
+    fn take_lock(&self, word: &'a AtomicU32, what: &str) -> (StructGuard<'a>, bool) {
         let me = self.tag();
         let locked = proto::lock(word, &OsFutex, me, self.tuning.lock_poll, |t| {
             (t == me && HELD.load(X) == 0) || tag_owner_dead(self.a, t)
         });
         HELD.fetch_add(1, X);
+        let broken = matches!(locked, Locked::FromDead(_));
         if let Locked::FromDead(h) = locked {
             note_broken(what, h);
         }
-        StructGuard { word }
+        (StructGuard { word }, broken)
     }
 }
 
@@ -337,11 +338,57 @@ impl<'a> Kernel<'a> {
 
     /// Takes the structural lock.
     pub fn lock_struct(&self) -> StructGuard<'a> {
-        self.take_lock(&self.a.header().lock, "structural")
+        self.take_lock(&self.a.header().lock, "structural").0
     }
 
     fn lock_chan(&self, c: &'a Channel) -> StructGuard<'a> {
-        self.take_lock(&c.lock, "channel")
+        let (g, broken) = self.take_lock(&c.lock, "channel");
+        if broken {
+            self.repair_channel_locked(c);
+        }
+        g
+    }
+
+    /// Repairs a channel whose lock was broken from a dead holder (lock held). Its queue and
+    /// receiver stack are linked with single stores, so they are whole; what a holder killed
+    /// mid-update can leave is a receiver it popped from the stack but never handed anything
+    /// (still RECEIVE-blocked, in no stack: it goes back on the stack) and a stale count.
+    fn repair_channel_locked(&self, c: &Channel) {
+        let a = self.a;
+        let Some(idx) =
+            (0..a.limits().max_channels).find(|&i| a.chan(i).is_some_and(|x| std::ptr::eq(x, c)))
+        else {
+            return;
+        };
+        let mut in_stack = vec![false; a.limits().thread_slots() as usize];
+        let mut r = c.recv_top.load(X);
+        let mut guard = 0;
+        while r != 0 && guard <= a.limits().thread_slots() {
+            guard += 1;
+            if let Some(f) = in_stack.get_mut(r as usize - 1) {
+                *f = true;
+            }
+            r = a.thread(r - 1).map_or(0, |t| t.recv_next.load(X));
+        }
+        for s in 0..a.limits().thread_slots() {
+            let Some(t) = a.thread(s) else { continue };
+            let lost = t.alloc.load(R) != 0
+                && proto::state_of(t.state.load(R)) == st::RECV_WAIT
+                && t.recv_chan.load(X) == idx
+                && !in_stack.get(s as usize).copied().unwrap_or(true);
+            if lost {
+                tracing::debug!(slot = s, "re-queueing a receiver a dead sender had popped");
+                t.recv_next.store(c.recv_top.load(X), X);
+                c.recv_top.store(s + 1, X);
+            }
+        }
+        let mut n = 0;
+        let mut node = c.q_head.load(X);
+        while node != 0 && n <= a.limits().thread_slots() + a.limits().max_pulses {
+            n += 1;
+            node = self.node_key_next(node).map_or(0, |(_, next)| next.load(X));
+        }
+        c.q_len.store(n, X);
     }
 
     // ----- processes ----------------------------------------------------------------------
@@ -442,8 +489,11 @@ impl<'a> Kernel<'a> {
                 continue;
             }
             let ppid = p.pid.load(X) as i32;
+            // With the lock held (a normal registration) only our own pid's old image is
+            // released; other dead processes are their watchers' business. When the table is
+            // full (no lock held yet), every dead record is released to make room.
             let stale = (ppid == pid && p.incarnation.load(X) != incarnation)
-                || !crate::sys::process_alive(ppid, p.start_time.load(X));
+                || (locked_by.is_none() && !crate::sys::process_alive(ppid, p.start_time.load(X)));
             if !stale || locked_by == Some(i) {
                 continue;
             }
@@ -469,27 +519,22 @@ impl<'a> Kernel<'a> {
         }
     }
 
-    /// Tears down process slot `slot` if its OS process is gone (what every watcher and every
-    /// caller that meets a dead peer does). Idempotent: a slot another cleaner already released,
-    /// or one a cleaner died in the middle of (state CLEANING), is handled once. Returns whether
-    /// this call released it.
-    pub fn reap_if_dead(&self, slot: u32) -> bool {
-        let a = self.a;
-        let Some(p) = a.proc(slot) else { return false };
+    /// [`Kernel::reap_if_dead`] with the structural lock already held.
+    fn reap_locked_if_dead(&self, slot: u32) -> bool {
+        let Some(p) = self.a.proc(slot) else {
+            return false;
+        };
         let w = p.state.load(R);
         let st = obj_st(w);
         if slot == self.me
-            || !(st == proc_state::ALIVE
-                || st == proc_state::CLEANING
-                || st == proc_state::CLAIMING)
+            || !matches!(
+                st,
+                proc_state::ALIVE | proc_state::CLEANING | proc_state::CLAIMING
+            )
         {
             return false;
         }
         if crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X)) {
-            return false;
-        }
-        let _g = self.lock_struct();
-        if p.state.load(R) != w {
             return false;
         }
         tracing::debug!(
@@ -498,13 +543,29 @@ impl<'a> Kernel<'a> {
             "cleaning up after a dead process"
         );
         Kernel {
-            a,
+            a: self.a,
             me: slot,
             me_gen: obj_gen(w),
             tuning: self.tuning,
         }
         .release_locked();
         true
+    }
+
+    /// Tears down process slot `slot` if its OS process is gone (what every watcher and every
+    /// caller that meets a dead peer does). Idempotent: a slot another cleaner already released,
+    /// or one a cleaner died in the middle of (state CLEANING), is handled once. Returns whether
+    /// this call released it.
+    pub fn reap_if_dead(&self, slot: u32) -> bool {
+        let alive = self
+            .a
+            .proc(slot)
+            .is_none_or(|p| crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X)));
+        if slot == self.me || alive {
+            return false;
+        }
+        let _g = self.lock_struct();
+        self.reap_locked_if_dead(slot)
     }
 
     /// (slot, generation, pid, start time) of every other registered process.
@@ -565,28 +626,81 @@ impl<'a> Kernel<'a> {
             }
         }
         self.drop_names_of(self.me);
+        // Unlink before clearing the entry: a cleaner killed in between leaves an entry whose
+        // unlink is redone, which is harmless (all links of a client's connection are its own).
         for n in 0..c {
-            if let Some(e) = a.fd_entry(self.me, n) {
+            for e in [a.fd_entry(self.me, n), a.pool_entry(self.me, n)]
+                .into_iter()
+                .flatten()
+            {
                 let ent = Entry::decode(e.load(R));
                 if ent.kind == entry_kind::COID {
-                    e.store(0, W);
-                    self.unlink_conn_locked(ent.idx, ent.gen);
-                }
-            }
-            if let Some(e) = a.pool_entry(self.me, n) {
-                let ent = Entry::decode(e.load(R));
-                if ent.kind == entry_kind::COID {
-                    e.store(0, W);
                     self.unlink_conn_locked(ent.idx, ent.gen);
                 }
                 e.store(0, W);
+            }
+        }
+        // Connections of ours that no coid names any more: a process killed inside
+        // connect_attach (or a cleaner killed inside this loop) leaves them behind.
+        for i in 0..a.limits().max_conns() {
+            let Some(cn) = a.conn(i) else { continue };
+            let w = cn.state.load(R);
+            if cn.client.load(X) == self.me
+                && matches!(obj_st(w), obj_state::LIVE | obj_state::DEAD)
+            {
+                cn.links.store(1, X);
+                self.unlink_conn_locked(i, obj_gen(w));
             }
         }
         let t = a.limits().threads_per_process;
         for s in self.me * t..(self.me + 1) * t {
             self.free_thread_slot_locked(s);
         }
+        self.audit_pulses_locked();
         p.state.store(obj_word(self.me_gen, proc_state::FREE), W);
+    }
+
+    /// Frees every pulse that no live channel's queue holds (structural lock held): what a
+    /// process killed between taking a pulse off a queue and freeing it, or a cleaner killed
+    /// while draining a destroyed channel, leaves behind. Pulses are allocated, queued, dequeued
+    /// and freed only under their channel's lock, so with every channel lock held (taken in
+    /// index order; nothing else holds two) each pulse in use is in some queue.
+    fn audit_pulses_locked(&self) {
+        let a = self.a;
+        let mut guards = Vec::new();
+        let mut queued = vec![false; a.limits().max_pulses as usize];
+        for i in 0..a.limits().max_channels {
+            let Some(c) = a.chan(i) else { continue };
+            if obj_st(c.state.load(R)) == obj_state::FREE {
+                continue;
+            }
+            guards.push(self.lock_chan(c));
+            if obj_st(c.state.load(R)) != obj_state::LIVE {
+                continue;
+            }
+            let mut node = c.q_head.load(X);
+            let mut guard = 0;
+            while node != 0 && guard <= a.limits().thread_slots() + a.limits().max_pulses {
+                guard += 1;
+                if node & 0x8000_0000 != 0 {
+                    if let Some(q) = queued.get_mut((node & 0x7FFF_FFFF) as usize) {
+                        *q = true;
+                    }
+                }
+                let Some((_, next)) = self.node_key_next(node) else {
+                    break;
+                };
+                node = next.load(X);
+            }
+        }
+        for (i, q) in queued.iter().enumerate() {
+            let Some(p) = a.pulse(i as u32) else { continue };
+            if !q && obj_st(p.state.load(R)) != obj_state::FREE {
+                tracing::debug!(pulse = i, "freeing a pulse no queue holds");
+                self.pulse_free(p);
+            }
+        }
+        drop(guards);
     }
 
     // ----- thread slots -------------------------------------------------------------------
@@ -619,8 +733,30 @@ impl<'a> Kernel<'a> {
 
     /// Returns a thread slot (its thread exited).
     pub fn free_thread_slot(&self, slot: u32) {
-        let _g = self.lock_struct();
-        self.free_thread_slot_locked(slot);
+        let death = {
+            let _g = self.lock_struct();
+            let prio = self
+                .a
+                .thread(slot)
+                .map_or(PRIORITY_DEFAULT as u32, |t| t.priority.load(X));
+            let owned = self
+                .a
+                .thread(slot)
+                .is_some_and(|t| t.alloc.load(R) == self.me + 1);
+            self.free_thread_slot_locked(slot);
+            owned.then_some(prio)
+        };
+        // `_NTO_CHF_THREAD_DEATH`: a pulse on the death channel when a thread of the process
+        // dies, value = its tid, at its priority, scoid -1.
+        let Some(prio) = death else { return };
+        let chid = self.death_chid();
+        let Some((idx, gen, c)) = (chid != 0).then(|| self.own_chan(chid as i32)).flatten() else {
+            return;
+        };
+        if c.flags.load(X) & chf::THREAD_DEATH != 0 {
+            let tid = (slot % self.a.limits().threads_per_process + 1) as i32;
+            let _ = self.deliver_pulse(idx, gen, pulse_code::THREADDEATH, tid, -1, prio, false);
+        }
     }
 
     fn free_thread_slot_locked(&self, slot: u32) {
@@ -714,7 +850,9 @@ impl<'a> Kernel<'a> {
         c.recv_top.store(0, X);
         c.last_sender.store(0, X);
         c.last_receiver.store(0, X);
-        c.state.store(obj_word(gen, obj_state::LIVE), W);
+        // The pool entry first: a process killed between the two stores leaves an entry naming a
+        // channel that never went live, which its cleanup clears; the other order would leave a
+        // live channel nobody owns.
         if let Some(e) = self.a.pool_entry(self.me, n) {
             e.store(
                 Entry {
@@ -727,6 +865,7 @@ impl<'a> Kernel<'a> {
                 W,
             );
         }
+        c.state.store(obj_word(gen, obj_state::LIVE), W);
         if death {
             p.death_chid.store(n, X);
         }
@@ -770,7 +909,9 @@ impl<'a> Kernel<'a> {
         let owner = c.owner.load(X);
         {
             let _cg = self.lock_chan(c);
-            if c.state.load(R) != obj_word(gen, obj_state::LIVE) {
+            // DEAD with our generation: a cleaner was killed in the middle of this; finish it.
+            let w = c.state.load(R);
+            if w != obj_word(gen, obj_state::LIVE) && w != obj_word(gen, obj_state::DEAD) {
                 return;
             }
             // From here on senders re-checking under the channel lock see a dead channel.
@@ -1574,23 +1715,24 @@ impl<'a> Kernel<'a> {
     ) -> Result<(), Errno> {
         let a = self.a;
         let c = a.chan(chan).ok_or(Errno::BADF)?;
-        let pi = self.pulse_alloc().ok_or_else(|| {
-            tracing::debug!("pulse pool exhausted");
-            Errno::AGAIN
-        })?;
-        let p = a.pulse(pi).ok_or(Errno::AGAIN)?;
-        p.data[0].store(code as u8 as u32, X);
-        p.data[1].store(value as u32, X);
-        p.data[2].store(scoid as u32, X);
-        p.data[3].store(prio, X);
-        p.chan.store(chan, X);
-        p.key.store(queue_key(prio, boost), X);
         let woke = {
+            // The pulse is allocated under the channel lock, so a pulse in use is always in a
+            // queue except while its channel's lock is held (see `audit_pulses_locked`).
             let _cg = self.lock_chan(c);
             if c.state.load(R) != obj_word(chan_gen, obj_state::LIVE) {
-                self.pulse_free(p);
                 return Err(Errno::BADF);
             }
+            let pi = self.pulse_alloc().ok_or_else(|| {
+                tracing::debug!("pulse pool exhausted");
+                Errno::AGAIN
+            })?;
+            let p = a.pulse(pi).ok_or(Errno::AGAIN)?;
+            p.data[0].store(code as u8 as u32, X);
+            p.data[1].store(value as u32, X);
+            p.data[2].store(scoid as u32, X);
+            p.data[3].store(prio, X);
+            p.chan.store(chan, X);
+            p.key.store(queue_key(prio, boost), X);
             match self.recv_stack_pop(c, true) {
                 Some(r) => {
                     let rt = a.thread(r).ok_or(Errno::BADF)?;
@@ -1599,7 +1741,14 @@ impl<'a> Kernel<'a> {
                     }
                     rt.handoff.store(HANDOFF_PULSE, X);
                     self.pulse_free(p);
-                    Some(rt)
+                    let rw = rt.state.load(R);
+                    let wake = proto::transition_deferred(
+                        &rt.state,
+                        proto::gen_of(rw),
+                        st::RECV_WAIT,
+                        st::RECV_HANDED,
+                    );
+                    wake.unwrap_or(false).then_some(rt)
                 }
                 None => {
                     self.queue_insert(c, node_pulse(pi), queue_key(prio, boost));
@@ -1608,14 +1757,7 @@ impl<'a> Kernel<'a> {
             }
         };
         if let Some(rt) = woke {
-            let w = rt.state.load(R);
-            let _ = proto::transition(
-                &rt.state,
-                &OsFutex,
-                proto::gen_of(w),
-                st::RECV_WAIT,
-                st::RECV_HANDED,
-            );
+            OsFutex.wake(&rt.state, u32::MAX);
         }
         Ok(())
     }
@@ -1722,7 +1864,16 @@ impl<'a> Kernel<'a> {
                         ts.state.store(proto::make(gen, st::RECV_COPY), W);
                         ts.served_by.store(r + 1, X);
                         rt.handoff.store(node_thread(slot), X);
-                        Some(rt)
+                        // Under the lock: a receiver off the stack is never left RECEIVE-blocked
+                        // by a live sender (see `repair_channel_locked`); the wake comes after.
+                        let rw = rt.state.load(R);
+                        let wake = proto::transition_deferred(
+                            &rt.state,
+                            proto::gen_of(rw),
+                            st::RECV_WAIT,
+                            st::RECV_HANDED,
+                        );
+                        wake.unwrap_or(false).then_some(rt)
                     }
                     None => {
                         ts.state.store(proto::make(gen, st::SEND_BLOCKED), W);
@@ -1732,14 +1883,7 @@ impl<'a> Kernel<'a> {
                 }
             };
             if let Some(rt) = handed {
-                let rw = rt.state.load(R);
-                let _ = proto::transition(
-                    &rt.state,
-                    &OsFutex,
-                    proto::gen_of(rw),
-                    st::RECV_WAIT,
-                    st::RECV_HANDED,
-                );
+                OsFutex.wake(&rt.state, u32::MAX);
             }
             let peer = match ts.served_by.load(X) {
                 0 => c
@@ -2075,16 +2219,14 @@ impl<'a> Kernel<'a> {
         let Some(c) = self.a.chan(ts.chan.load(X)) else {
             return;
         };
-        let taken = {
-            let _cg = self.lock_chan(c);
-            self.queue_take(c, |n| {
-                n & 0x8000_0000 != 0
-                    && self.a.pulse(n & 0x7FFF_FFFF).is_some_and(|p| {
-                        p.data[0].load(X) as u8 as i8 == pulse_code::UNBLOCK
-                            && p.data[1].load(X) as i32 == rcvid
-                    })
-            })
-        };
+        let _cg = self.lock_chan(c);
+        let taken = self.queue_take(c, |n| {
+            n & 0x8000_0000 != 0
+                && self.a.pulse(n & 0x7FFF_FFFF).is_some_and(|p| {
+                    p.data[0].load(X) as u8 as i8 == pulse_code::UNBLOCK
+                        && p.data[1].load(X) as i32 == rcvid
+                })
+        });
         if let Some(p) = taken.and_then(|n| self.a.pulse(n & 0x7FFF_FFFF)) {
             self.pulse_free(p);
         }
@@ -2186,9 +2328,14 @@ impl<'a> Kernel<'a> {
         }
         let _g = self.lock_struct();
         let n = self.a.limits().max_names;
-        if (0..n).any(|i| self.name_matches(i, bytes)) {
-            tracing::debug!(path, "name already attached");
-            return Err(Errno::EXIST);
+        if let Some(i) = (0..n).find(|&i| self.name_matches(i, bytes)) {
+            // A holder that died is cleaned up now, so a restarted server takes its name back
+            // at once instead of racing the watcher.
+            let holder = self.a.name(i).map_or(u32::MAX, |e| e.owner.load(X));
+            if !self.reap_locked_if_dead(holder) || (0..n).any(|i| self.name_matches(i, bytes)) {
+                tracing::debug!(path, "name already attached");
+                return Err(Errno::EXIST);
+            }
         }
         let (cidx, cgen, _) = self.own_chan(chid).ok_or(Errno::INVAL)?;
         let i = (0..n)

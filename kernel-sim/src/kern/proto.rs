@@ -94,6 +94,23 @@ pub fn transition<W: Word, F: Wait<W>>(
     }
 }
 
+/// [`transition`] without the wake: returns whether sleepers must be woken (call
+/// `futex.wake(word, u32::MAX)` then), so the move can be made under a lock and the (slow) wake
+/// after it is released.
+pub fn transition_deferred<W: Word>(word: &W, gen: u16, from: u32, to: u32) -> Result<bool, u32> {
+    let new = make(gen, to);
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        if state_of(cur) != from || gen_of(cur) != gen {
+            return Err(cur);
+        }
+        match word.cas(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(cur & WAITERS != 0),
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
 /// Sets the word to `gen`/`to` unconditionally (the owner's own moves and forced moves), waking
 /// sleepers if the waiters bit was set. Returns the previous word.
 pub fn force<W: Word, F: Wait<W>>(word: &W, futex: &F, gen: u16, to: u32) -> u32 {
@@ -214,6 +231,9 @@ pub fn lock<W: Word, F: Wait<W>>(
         }
     }
     // Contended: from now on take it as "locked with waiters", so our unlock wakes the next one.
+    // The holder's liveness is asked (which may cost a system call) only after a wait of `poll`
+    // passed without a wake-up: a live holder releases a lock within microseconds.
+    let mut suspicious = false;
     loop {
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
@@ -226,7 +246,7 @@ pub fn lock<W: Word, F: Wait<W>>(
             continue;
         }
         let holder = cur & !LOCK_WAITERS;
-        if owner_dead(holder) {
+        if suspicious && owner_dead(holder) {
             if word
                 .cas(cur, me | LOCK_WAITERS, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -247,7 +267,7 @@ pub fn lock<W: Word, F: Wait<W>>(
         {
             continue;
         }
-        futex.wait(word, cur | LOCK_WAITERS, Some(poll));
+        suspicious = futex.wait(word, cur | LOCK_WAITERS, Some(poll)) == Woken::TimedOut;
     }
 }
 

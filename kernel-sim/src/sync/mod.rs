@@ -44,11 +44,13 @@ pub mod atomic {
                 /// Atomic store.
                 #[inline]
                 pub fn store(&self, v: $t, o: Ordering) {
+                    crash_point();
                     self.0.store(v, o)
                 }
                 /// Atomic swap.
                 #[inline]
                 pub fn swap(&self, v: $t, o: Ordering) -> $t {
+                    crash_point();
                     self.0.swap(v, o)
                 }
                 /// Atomic compare-and-exchange (strong).
@@ -60,11 +62,13 @@ pub mod atomic {
                     s: Ordering,
                     f: Ordering,
                 ) -> Result<$t, $t> {
+                    crash_point();
                     self.0.compare_exchange(current, new, s, f)
                 }
                 /// Atomic add, returning the previous value.
                 #[inline]
                 pub fn fetch_add(&self, v: $t, o: Ordering) -> $t {
+                    crash_point();
                     self.0.fetch_add(v, o)
                 }
                 /// Atomic read-modify-write with a closure, as std's `fetch_update`.
@@ -75,6 +79,7 @@ pub mod atomic {
                     f: Ordering,
                     g: impl FnMut($t) -> Option<$t>,
                 ) -> Result<$t, $t> {
+                    crash_point();
                     self.0.fetch_update(s, f, g)
                 }
                 /// A raw pointer to the value, for the futex system call.
@@ -88,6 +93,63 @@ pub mod atomic {
     }
     wrap!(AtomicU32, u32);
     wrap!(AtomicU64, u64);
+
+    #[inline(always)]
+    fn crash_point() {
+        #[cfg(all(feature = "crash-points", not(loom)))]
+        super::crash::on_write();
+    }
+}
+
+/// Crash points: with the `crash-points` feature, every atomic write through this facade (which
+/// is every write to the arena's structures) is counted, and a process can be told to kill
+/// itself with SIGKILL just before write number n. A test sweeps n over every write of a
+/// scenario to prove that a death at any instruction that matters leaves the arena usable.
+///
+/// Counting starts at [`crash::arm`]; it is process-wide (all threads). Without the feature,
+/// the hook compiles to nothing.
+#[cfg(all(feature = "crash-points", not(loom)))]
+pub mod crash {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    static COUNTING: AtomicU64 = AtomicU64::new(0);
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    static DIE_AT: AtomicU64 = AtomicU64::new(0);
+
+    /// Starts counting writes from zero; with `die_at` = Some(n), the process kills itself
+    /// (SIGKILL) just before its n-th write from now on.
+    pub fn arm(die_at: Option<u64>) {
+        WRITES.store(0, Relaxed);
+        DIE_AT.store(die_at.unwrap_or(0), Relaxed);
+        COUNTING.store(1, Relaxed);
+    }
+
+    /// Writes counted since [`arm`].
+    pub fn writes() -> u64 {
+        WRITES.load(Relaxed)
+    }
+
+    /// Stops counting.
+    pub fn disarm() {
+        COUNTING.store(0, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn on_write() {
+        if COUNTING.load(Relaxed) == 0 {
+            return;
+        }
+        let n = WRITES.fetch_add(1, Relaxed) + 1;
+        if n == DIE_AT.load(Relaxed) {
+            if std::env::var_os("QSIM_CRASH_TRACE").is_some() {
+                eprintln!(
+                    "crash point {n}:\n{}",
+                    std::backtrace::Backtrace::force_capture()
+                );
+            }
+            crate::sys::kill_self();
+        }
+    }
 }
 
 /// Interior-mutable cells with loom's `with`/`with_mut` interface, so loom can detect data races on

@@ -11,6 +11,12 @@
 //!   one request of each size, checks the reply, and the process prints `OK <count>`.
 //! - `send <system> <pid> <chid> <len> <rbytes> <priority>`: one request; prints
 //!   `STATUS <status> <reply bytes>` or `ERR <errno>`.
+//! - `crash-scenario <system> <pid> <chid> <die_at>`: connect, send, create a channel, pulse,
+//!   receive, name attach/detach, detach, release; dies before arena write `die_at` (0: never)
+//!   and prints `WRITES <n>` if it lives.
+//! - `victim <system> <pid> <chid>`: sets up state for a cleaner, prints `READY`, waits.
+//! - `cleaner <system> <victim> <die_at>`: cleans up after the dead victim, dying before write
+//!   `die_at` (0: never); prints `CLEANED <bool> WRITES <n>`.
 //! - `attach <system>` / `create <system>`: attaches to (or creates) the system, prints `OK` or
 //!   `ERR <error>`.
 //!
@@ -26,11 +32,18 @@ fn die_with_parent() {
     std::thread::spawn(|| {
         let mut b = [0u8; 64];
         let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut b) {
-            if n == 0 {
-                break;
+        loop {
+            match stdin.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    println!("STDIN {e}");
+                    break;
+                }
             }
         }
+        println!("EXIT stdin closed");
         std::process::exit(0);
     });
 }
@@ -211,6 +224,82 @@ fn main() {
                 ),
                 Err(e) => println!("ERR {e:?}"),
             }
+        }
+        "crash-scenario" => {
+            // The scripted scenario of the crash-point sweep: every arena write from `arm` on is
+            // counted, and with die_at > 0 the process kills itself just before that write.
+            let sys = SystemBuilder::new()
+                .name(&args[1])
+                .watcher(false)
+                .attach()
+                .expect("attach");
+            let pid: i32 = arg(&args, 2);
+            let chid: i32 = arg(&args, 3);
+            let die_at: u64 = arg(&args, 4);
+            kernel_sim::sync::crash::arm((die_at > 0).then_some(die_at));
+            let coid = sys
+                .connect_attach(0, Pid(pid), Chid(chid), 0, 0)
+                .expect("connect");
+            let mut req = [0u8; 64];
+            fill_request(5, &mut req);
+            let mut rep = [0u8; 64];
+            sys.msg_send(coid, &req, &mut rep).expect("send");
+            let own = sys
+                .channel_create(kernel_sim::chf::DISCONNECT)
+                .expect("channel");
+            let me = sys
+                .connect_attach(0, Pid(0), own, 0, 0)
+                .expect("self connect");
+            sys.msg_send_pulse(me, 10, 5, 55).expect("pulse");
+            let mut buf = [0u8; 16];
+            sys.msg_receive(own, &mut buf).expect("receive pulse");
+            let att = sys.name_attach("crashy").expect("name_attach");
+            sys.connect_detach(coid).expect("detach");
+            sys.name_detach(att).expect("name_detach");
+            sys.connect_detach(me).expect("detach self");
+            drop(sys);
+            println!("WRITES {}", kernel_sim::sync::crash::writes());
+        }
+        "victim" => {
+            // State for a cleaner to tear down: a connection to the test's channel, a channel of
+            // its own with a queued pulse, and a name. Then it waits to be killed.
+            let sys = SystemBuilder::new()
+                .name(&args[1])
+                .watcher(false)
+                .attach()
+                .expect("attach");
+            let pid: i32 = arg(&args, 2);
+            let chid: i32 = arg(&args, 3);
+            let _coid = sys
+                .connect_attach(0, Pid(pid), Chid(chid), 0, 0)
+                .expect("connect");
+            let own = sys
+                .channel_create(kernel_sim::chf::DISCONNECT)
+                .expect("channel");
+            let me = sys
+                .connect_attach(0, Pid(0), own, 0, 0)
+                .expect("self connect");
+            sys.msg_send_pulse(me, 10, 5, 55).expect("pulse");
+            let _att = sys.name_attach("victim").expect("name_attach");
+            println!("READY {} {}", sys.pid().0, own.0);
+            loop {
+                std::thread::park();
+            }
+        }
+        "cleaner" => {
+            // Cleans up after a dead process, counting (and maybe dying at) its writes.
+            let sys = SystemBuilder::new()
+                .name(&args[1])
+                .watcher(false)
+                .attach()
+                .expect("attach");
+            let victim: i32 = arg(&args, 2);
+            let die_at: u64 = arg(&args, 3);
+            kernel_sim::sync::crash::arm((die_at > 0).then_some(die_at));
+            let cleaned = sys.clean_up_after(Pid(victim));
+            let n = kernel_sim::sync::crash::writes();
+            kernel_sim::sync::crash::disarm();
+            println!("CLEANED {cleaned} WRITES {n}");
         }
         "attach" => match SystemBuilder::new().name(&args[1]).attach() {
             Ok(_) => println!("OK"),
