@@ -209,6 +209,34 @@ fn note_broken(what: &str, holder: u32) {
     tracing::warn!(what, holder, "lock held by a dead process was broken");
 }
 
+/// Set in a queued client's protocol word when it has a deadline: the receiver that takes it
+/// wakes it, so it can switch from its SEND to its REPLY deadline. Others are taken quietly (no
+/// wake-up they do not need).
+const WAKE_ON_TAKE: u32 = 0x20;
+
+/// `ThreadSlot::cpu` of a thread asleep in the kernel.
+const CPU_SLEEPING: u32 = u32::MAX;
+/// `ThreadSlot::cpu` of a thread that was asleep and has just been woken (set by the waker).
+const CPU_WAKING: u32 = u32::MAX - 1;
+/// How many spin budgets a waiter grants a peer that is waking up.
+const WAKING_BUDGET_FACTOR: u32 = 4;
+
+/// Wakes the thread of slot `t` sleeping on its protocol word, first marking it "waking" so
+/// that a peer deciding whether to spin knows it is about to run.
+fn wake_slot(t: &ThreadSlot) {
+    let _ = t
+        .cpu
+        .compare_exchange(CPU_SLEEPING, CPU_WAKING, Ordering::Relaxed, X);
+    OsFutex.wake(&t.state, u32::MAX);
+}
+
+/// Moves a client slot from REPLY_BUSY to REPLIED and wakes it if it sleeps.
+fn complete(ts: &ThreadSlot, gen: u16) {
+    if proto::transition_deferred(&ts.state, gen, st::REPLY_BUSY, st::REPLIED) == Ok(true) {
+        wake_slot(ts);
+    }
+}
+
 /// Adaptive spinning: spin while the peer runs on another CPU, up to a budget; publishes this
 /// thread's "running on CPU n / sleeping" for the peers' own decisions.
 pub struct Adaptive<'a> {
@@ -245,19 +273,29 @@ impl SpinPolicy for Adaptive<'_> {
         self.rounds = self.rounds.wrapping_add(1);
         if self.rounds % 32 == 1 {
             let start = *self.start.get_or_insert_with(Instant::now);
-            if start.elapsed() >= self.budget {
+            let elapsed = start.elapsed();
+            let pc = peer.cpu.load(X);
+            // A peer we (or someone) just woke is about to run: waking a sleeping thread on
+            // another core costs tens of microseconds, so it gets a longer allowance than a
+            // running one. Without it both sides fall into a sleep cascade: each finds the other
+            // "asleep" (it has not run yet to say otherwise) and goes to sleep at once.
+            let allowance = if pc == CPU_WAKING {
+                self.budget * WAKING_BUDGET_FACTOR
+            } else {
+                self.budget
+            };
+            if elapsed >= allowance {
                 self.budget = Duration::ZERO;
                 return false;
             }
-            let pc = peer.cpu.load(X);
-            if pc == u32::MAX || pc == self.my_cpu {
+            if pc == CPU_SLEEPING || pc == self.my_cpu {
                 return false;
             }
         }
         true
     }
     fn before_sleep(&mut self) {
-        self.me.cpu.store(u32::MAX, X);
+        self.me.cpu.store(CPU_SLEEPING, X);
     }
     fn after_wake(&mut self) {
         self.my_cpu = crate::sys::current_cpu();
@@ -1061,7 +1099,7 @@ impl<'a> Kernel<'a> {
         ts.result_kind.store(result_kind::ERR_RECEIVED, X);
         ts.result.store(err.raw() as u32, X);
         ts.reply_len.store(0, X);
-        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+        complete(ts, gen);
     }
 
     /// Releases this process's other threads blocked through `coid` (it is being detached):
@@ -1757,7 +1795,7 @@ impl<'a> Kernel<'a> {
             }
         };
         if let Some(rt) = woke {
-            OsFutex.wake(&rt.state, u32::MAX);
+            wake_slot(rt);
         }
         Ok(())
     }
@@ -1876,14 +1914,19 @@ impl<'a> Kernel<'a> {
                         wake.unwrap_or(false).then_some(rt)
                     }
                     None => {
-                        ts.state.store(proto::make(gen, st::SEND_BLOCKED), W);
+                        let flag = if timeouts.send.is_some() || timeouts.reply.is_some() {
+                            WAKE_ON_TAKE
+                        } else {
+                            0
+                        };
+                        ts.state.store(proto::make(gen, st::SEND_BLOCKED) | flag, W);
                         self.queue_insert(c, node_thread(slot), key);
                         None
                     }
                 }
             };
             if let Some(rt) = handed {
-                OsFutex.wake(&rt.state, u32::MAX);
+                wake_slot(rt);
             }
             let peer = match ts.served_by.load(X) {
                 0 => c
@@ -1944,6 +1987,8 @@ impl<'a> Kernel<'a> {
                 st::SEND_BLOCKED => (t.send, true),
                 _ => (t.reply, false),
             };
+            // Leaving the queue matters only to a client with a deadline (the REPLY deadline
+            // takes over): it queues with WAKE_ON_TAKE, and receivers wake only those.
             let done = |x: u32| {
                 let s = proto::state_of(x);
                 s == st::REPLIED || (sending && s != st::SEND_BLOCKED)
@@ -2031,15 +2076,23 @@ impl<'a> Kernel<'a> {
                     let s = n - 1;
                     let ts = a.thread(s).ok_or(Errno::SRCH)?;
                     let w = ts.state.load(R);
-                    if proto::transition(
-                        &ts.state,
-                        &OsFutex,
-                        proto::gen_of(w),
-                        st::SEND_BLOCKED,
-                        st::RECV_COPY,
-                    )
-                    .is_err()
-                    {
+                    let taken = if w & WAKE_ON_TAKE != 0 {
+                        proto::transition(
+                            &ts.state,
+                            &OsFutex,
+                            proto::gen_of(w),
+                            st::SEND_BLOCKED,
+                            st::RECV_COPY,
+                        )
+                    } else {
+                        proto::transition_quiet(
+                            &ts.state,
+                            proto::gen_of(w),
+                            st::SEND_BLOCKED,
+                            st::RECV_COPY,
+                        )
+                    };
+                    if taken.is_err() {
                         // Not a sender in the state the queue implies: a corrupted queue. Drop it.
                         tracing::warn!(slot = s, "queued thread slot was not SEND-blocked");
                         return Err(Errno::INTR);
@@ -2142,8 +2195,7 @@ impl<'a> Kernel<'a> {
                 info.msglen = off as u32;
                 let w = ts.state.load(R);
                 let gen = proto::gen_of(w);
-                let _ =
-                    proto::transition(&ts.state, &OsFutex, gen, st::RECV_COPY, st::REPLY_BLOCKED);
+                let _ = proto::transition_quiet(&ts.state, gen, st::RECV_COPY, st::REPLY_BLOCKED);
                 Ok(Received::Message {
                     rcvid: rcvid_pack(s, gen),
                     info,
@@ -2253,7 +2305,7 @@ impl<'a> Kernel<'a> {
             .store((ts.reply_len.load(X) as usize).max(off) as u32, X);
         ts.result.store(status as u32, X);
         ts.result_kind.store(result_kind::STATUS, X);
-        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+        complete(ts, gen);
         Ok(())
     }
 
@@ -2263,7 +2315,7 @@ impl<'a> Kernel<'a> {
         self.withdraw_unblock(ts, rcvid);
         ts.result.store(err.raw() as u32, X);
         ts.result_kind.store(result_kind::ERR_RECEIVED, X);
-        let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLIED);
+        complete(ts, gen);
         Ok(())
     }
 

@@ -111,6 +111,28 @@ pub fn transition_deferred<W: Word>(word: &W, gen: u16, from: u32, to: u32) -> R
     }
 }
 
+/// Moves the word from `from` to `to` like [`transition`] but keeps the waiters bit and wakes
+/// nobody: for intermediate states a sleeper is not waiting for (a queued client taken by a
+/// receiver still waits for its reply), so it is not woken for nothing; the move that ends its
+/// wait sees the bit and wakes it.
+pub fn transition_quiet<W: Word>(word: &W, gen: u16, from: u32, to: u32) -> Result<(), u32> {
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        if state_of(cur) != from || gen_of(cur) != gen {
+            return Err(cur);
+        }
+        match word.cas(
+            cur,
+            make(gen, to) | (cur & WAITERS),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
 /// Sets the word to `gen`/`to` unconditionally (the owner's own moves and forced moves), waking
 /// sleepers if the waiters bit was set. Returns the previous word.
 pub fn force<W: Word, F: Wait<W>>(word: &W, futex: &F, gen: u16, to: u32) -> u32 {
