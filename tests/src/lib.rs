@@ -193,27 +193,35 @@ pub fn pattern(seed: u32, len: usize, i: usize) -> u8 {
     (x >> 13) as u8
 }
 
-/// Fills a request: the seed in the first 4 bytes (when there is room), the pattern after.
+/// The message type test requests start with: above `_IO_MAX`, as a QNX server's private
+/// types are, so a server never takes a request for an `_IO_CONNECT`/`_IO_DUP`/`_IO_CLOSE`.
+pub const TEST_MSG_TYPE: u16 = 0x0200;
+
+/// Fills a request: from 8 bytes on, the type [`TEST_MSG_TYPE`] in bytes 0..2 and the seed in
+/// bytes 4..8; the pattern everywhere else.
 pub fn fill_request(seed: u32, buf: &mut [u8]) {
     let len = buf.len();
     for (i, b) in buf.iter_mut().enumerate() {
         *b = pattern(seed, len, i);
     }
-    if len >= 4 {
-        buf[..4].copy_from_slice(&seed.to_le_bytes());
+    if len >= 8 {
+        buf[..2].copy_from_slice(&TEST_MSG_TYPE.to_le_bytes());
+        buf[2..4].copy_from_slice(&[0, 0]);
+        buf[4..8].copy_from_slice(&seed.to_le_bytes());
     }
 }
 
-/// Checks a request filled by [`fill_request`]; returns its seed (0 for requests under 4 bytes).
+/// Checks a request filled by [`fill_request`]; returns its seed (0 for requests under 8 bytes).
 pub fn check_request(buf: &[u8]) -> Option<u32> {
     let len = buf.len();
-    let seed = if len >= 4 {
-        u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])
-    } else {
-        0
-    };
-    let start = if len >= 4 { 4 } else { 0 };
-    (start..len)
+    if len < 8 {
+        return (0..len).all(|i| buf[i] == pattern(0, len, i)).then_some(0);
+    }
+    if buf[..4] != [0x00, 0x02, 0, 0] {
+        return None;
+    }
+    let seed = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    (8..len)
         .all(|i| buf[i] == pattern(seed, len, i))
         .then_some(seed)
 }

@@ -17,6 +17,8 @@
 //! - `victim <system> <pid> <chid>`: sets up state for a cleaner, prints `READY`, waits.
 //! - `cleaner <system> <victim> <die_at>`: cleans up after the dead victim, dying before write
 //!   `die_at` (0: never); prints `CLEANED <bool> WRITES <n>`.
+//! - `pound <system> <name> <seed>`: sends to the server named `name` for ever, reconnecting
+//!   after EBADF/ESRCH; prints `PROGRESS <n>` every 20 replies, `BADERR ...` for other errors.
 //! - `attach <system>` / `create <system>`: attaches to (or creates) the system, prints `OK` or
 //!   `ERR <error>`.
 //!
@@ -77,7 +79,12 @@ fn serve(sys: &System, chid: Chid, id: i32) {
             }
         };
         match r {
-            Received::Pulse(p) => println!("PULSE {} {} {}", p.code, p.value, p.scoid),
+            Received::Pulse(p) => {
+                println!("PULSE {} {} {}", p.code, p.value, p.scoid);
+                if p.code == kernel_sim::pulse_code::DISCONNECT {
+                    let _ = sys.scoid_detach(kernel_sim::Scoid(p.scoid));
+                }
+            }
             Received::Message { rcvid, info } => {
                 let msg = &buf[..info.msglen as usize];
                 match iomsg::msg_type(msg) {
@@ -300,6 +307,52 @@ fn main() {
             let n = kernel_sim::sync::crash::writes();
             kernel_sim::sync::crash::disarm();
             println!("CLEANED {cleaned} WRITES {n}");
+        }
+        "pound" => {
+            // A client that keeps sending to the server named `name` across its deaths: on
+            // EBADF/ESRCH it reconnects; any other error is reported as BADERR.
+            let sys = attach(&args[1]);
+            let name = args[2].clone();
+            let seed: u32 = arg(&args, 3);
+            let mut sent: u64 = 0;
+            let mut coid = None;
+            loop {
+                let c = match coid {
+                    Some(c) => c,
+                    None => match sys.name_open(&name) {
+                        Ok(c) => {
+                            coid = Some(c);
+                            c
+                        }
+                        Err(Errno::NOENT) => {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            continue;
+                        }
+                        Err(e) => {
+                            println!("BADERR name_open {e:?}");
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            continue;
+                        }
+                    },
+                };
+                let mut req = [0u8; 32];
+                fill_request(seed.wrapping_add(sent as u32), &mut req);
+                let mut rep = [0u8; 32];
+                match sys.msg_send(c, &req, &mut rep) {
+                    Ok(_) if rep.to_vec() == reply_for(&req) => {
+                        sent += 1;
+                        if sent % 20 == 0 {
+                            println!("PROGRESS {sent}");
+                        }
+                    }
+                    Ok(_) => println!("BADERR wrong reply"),
+                    Err(Errno::BADF) | Err(Errno::SRCH) => {
+                        let _ = sys.name_close(c);
+                        coid = None;
+                    }
+                    Err(e) => println!("BADERR send {e:?}"),
+                }
+            }
         }
         "attach" => match SystemBuilder::new().name(&args[1]).attach() {
             Ok(_) => println!("OK"),
