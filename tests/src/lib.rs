@@ -121,6 +121,27 @@ impl Helper {
         }
     }
 
+    /// Like [`Helper::expect`], but returns None when the helper's output ends (it exited or
+    /// was killed) before such a line.
+    pub fn try_expect(&self, prefix: &str) -> Option<Vec<String>> {
+        loop {
+            match self.out.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return Some(rest.split_whitespace().map(str::to_owned).collect());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "helper {} printed nothing for 60 s while waiting for {prefix}",
+                        self.pid
+                    )
+                }
+            }
+        }
+    }
+
     /// Sends a line to the helper's stdin.
     pub fn say(&mut self, line: &str) {
         if let Some(s) = self.stdin.as_mut() {
