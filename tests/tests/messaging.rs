@@ -219,3 +219,41 @@ fn msg_error_relays_the_errno_and_eok_means_success() {
         assert!(line.starts_with(expect), "{line} for {err:?}");
     }
 }
+
+#[test]
+fn waiting_receivers_are_served_last_in_first_out() {
+    let _w = Watchdog::new("lifo", 60);
+    let ts = TestSystem::new("lifo", small_limits());
+    let s = &ts.sys;
+    let chid = s.channel_create(0).unwrap();
+    let spawn_receiver = |tag: u8| {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            match s.msg_receive(chid, &mut buf).unwrap() {
+                Received::Message { rcvid, .. } => {
+                    s.msg_reply(rcvid, tag as i32, b"").unwrap();
+                    Some(tag)
+                }
+                Received::Pulse(_) => None,
+            }
+        })
+    };
+    let first = spawn_receiver(1);
+    while s.channel_stats(chid).unwrap().receivers < 1 {
+        std::thread::yield_now();
+    }
+    let second = spawn_receiver(2);
+    while s.channel_stats(chid).unwrap().receivers < 2 {
+        std::thread::yield_now();
+    }
+    let coid = s.connect_attach(0, Pid(0), chid, 0, 0).unwrap();
+    assert_eq!(
+        s.msg_send(coid, b"who?", &mut []),
+        Ok(2),
+        "the receiver that came last serves first"
+    );
+    assert_eq!(second.join().unwrap(), Some(2));
+    s.msg_send_pulse(coid, 10, 1, 0).unwrap();
+    assert_eq!(first.join().unwrap(), None);
+}
