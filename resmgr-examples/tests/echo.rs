@@ -104,3 +104,25 @@ fn the_demo_exits_zero_and_removes_its_arena() {
         "the demo removed its arena"
     );
 }
+
+#[test]
+fn qsim_pidin_shows_a_server_receive_blocked_and_its_name() {
+    let name = format!("qsimtest-pidin-{}", std::process::id());
+    let _r = Remove(name.clone());
+    let mut server = Guard(
+        Command::new(env!("CARGO_BIN_EXE_echo-server"))
+            .args(["--system", &name, "--name", "shown"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let _ready = lines.next().unwrap().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qsim")).args(["pidin", "--system", &name]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success());
+    let pid = server.0.id().to_string();
+    assert!(text.lines().any(|l| l.contains(&pid) && l.contains("RECEIVE")), "the server's thread is RECEIVE-blocked");
+    assert!(text.contains(&format!("/dev/name/local/shown -> {pid}:1")));
+}

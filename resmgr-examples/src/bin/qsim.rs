@@ -27,6 +27,13 @@ enum Cmd {
     /// Run one example program in this process.
     #[command(subcommand)]
     Run(Example),
+    /// Show the processes, threads (and whom they are blocked on), channels, connections and
+    /// names of a system, like QNX's pidin.
+    Pidin {
+        /// System (arena) name; default: $QSIM_SYSTEM, else qsim-<uid>.
+        #[arg(long)]
+        system: Option<String>,
+    },
     /// Remove a system's arena file (the default system unless --system is given).
     Clean {
         /// System (arena) name; default: $QSIM_SYSTEM, else qsim-<uid>.
@@ -153,6 +160,24 @@ fn main() -> ExitCode {
         },
         Cmd::Run(Example::EchoServer(a)) => echo_server(&a),
         Cmd::Run(Example::EchoClient(a)) => echo_client(&a),
+        Cmd::Pidin { system } => {
+            let b = SystemBuilder::new().watcher(false);
+            let b = match system {
+                Some(s) => b.name(s),
+                None => b,
+            };
+            match b.attach() {
+                Ok(sys) => {
+                    println!("system {} (this qsim pidin is pid {})", sys.name(), sys.pid().0);
+                    println!("{}", sys.snapshot());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("qsim pidin: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Clean { system } => {
             let name = system.unwrap_or_else(kernel_sim::default_system_name);
             match kernel_sim::remove_system(&name) {
