@@ -1322,6 +1322,27 @@ impl System {
         Ok(coid)
     }
 
+    /// Waits until a server attaches `name` (woken by the attach, not polling), at most
+    /// `timeout` (`None`: no limit), then [`System::name_open`]s it. What a recovery function
+    /// does while a restarted server comes back.
+    ///
+    /// # Errors
+    ///
+    /// - `ETIMEDOUT`: nobody attached the name in time.
+    /// - `EINVAL`, and the errors of [`System::name_open`].
+    pub fn name_wait_open(&self, name: &str, timeout: Option<Duration>) -> Result<Coid> {
+        let path = name_path(name)?;
+        let deadline = timeout.and_then(deadline_after);
+        loop {
+            self.k().name_wait(&path, deadline)?;
+            match self.name_open(name) {
+                // The server went away again between the wait and the open: wait once more.
+                Err(Errno::NOENT) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// `name_close(coid)`: just `connect_detach` (no `_IO_CLOSE`); the server sees a DISCONNECT
     /// pulse when the process's last connection to it goes.
     ///

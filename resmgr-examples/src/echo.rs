@@ -74,7 +74,7 @@ pub struct Echoed {
 ///
 /// # Errors
 ///
-/// `ENOENT` if the name does not appear in time; the errno of a failed send.
+/// `ETIMEDOUT` if the name does not appear in time; the errno of a failed send.
 pub fn client(
     sys: &System,
     name: &str,
@@ -82,16 +82,7 @@ pub fn client(
     stop: bool,
     wait: Duration,
 ) -> Result<Vec<Echoed>, Errno> {
-    let deadline = Instant::now() + wait;
-    let coid = loop {
-        match sys.name_open(name) {
-            Ok(c) => break c,
-            Err(Errno::NOENT) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let coid = sys.name_wait_open(name, Some(wait))?;
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         let mut reply = vec![0u8; m.len()];

@@ -78,3 +78,20 @@ fn a_process_that_exits_normally_releases_its_connections() {
     s.name_detach(att).unwrap();
     assert_eq!(s.name_open("svc"), Err(Errno::NOENT));
 }
+
+#[test]
+fn a_client_waiting_for_a_name_is_woken_by_the_attach() {
+    let _w = Watchdog::new("name_wait", 60);
+    let ts = TestSystem::new("namewait", small_limits());
+    let s = &ts.sys;
+    assert_eq!(s.name_wait_open("never", Some(std::time::Duration::from_millis(1))), Err(Errno::TIMEDOUT));
+    let s1 = s.clone();
+    let waiter = std::thread::spawn(move || s1.name_wait_open("later", None));
+    let server = Helper::spawn(HELPER, &["name-server", &ts.name, "later"]);
+    server.expect("READY ");
+    let coid = waiter.join().unwrap().expect("woken by the attach");
+    let mut req = [0u8; 16];
+    fill_request(3, &mut req);
+    let mut rep = [0u8; 16];
+    assert_eq!(s.msg_send(coid, &req, &mut rep), Ok(7));
+}

@@ -9,7 +9,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"QSIMARNA");
 /// The layout version. Bump it whenever any arena type or the layout formula changes: an arena
 /// from another build is then refused with a clear error instead of being misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Limits a system is created with; every participant accepts them when it attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +144,9 @@ pub struct Header {
     pub creator_uid: AtomicU32,
     /// The structural lock (process table, connections, channels, names): an owner tag or 0.
     pub lock: AtomicU32,
+    /// Bumped (and futex-woken) whenever a name is attached or detached: what
+    /// `name_wait` sleeps on.
+    pub names_gen: AtomicU32,
 }
 
 /// A process's registration.

@@ -2412,7 +2412,36 @@ impl<'a> Kernel<'a> {
         e.chid.store(chid as u32, X);
         let gen = (obj_gen(e.state.load(R)) + 1) & 0xFF_FFFF;
         e.state.store(obj_word(gen, obj_state::LIVE), W);
+        self.names_changed();
         Ok(i)
+    }
+
+    /// Wakes `name_wait`ers: a name was attached or detached.
+    fn names_changed(&self) {
+        let h = self.a.header();
+        h.names_gen.fetch_add(1, Ordering::Release);
+        OsFutex.wake(&h.names_gen, u32::MAX);
+    }
+
+    /// Waits until `path` is registered or `deadline` passes: sleeps on the names generation
+    /// word, which every attach bumps (no polling). Returns (server pid, chid).
+    pub fn name_wait(&self, path: &str, deadline: Option<Instant>) -> Result<(i32, i32), Errno> {
+        let word = &self.a.header().names_gen;
+        loop {
+            let seen = word.load(R);
+            match self.name_lookup(path) {
+                Err(Errno::NOENT) => {}
+                other => return other,
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(Errno::TIMEDOUT),
+                },
+            };
+            let _ = OsFutex.wait(word, seen, timeout);
+        }
     }
 
     /// Removes the caller's registration of `path`.
@@ -2427,6 +2456,7 @@ impl<'a> Kernel<'a> {
         }
         let w = e.state.load(R);
         e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+        self.names_changed();
         Ok(())
     }
 
@@ -2436,6 +2466,7 @@ impl<'a> Kernel<'a> {
             let w = e.state.load(R);
             if obj_st(w) == obj_state::LIVE && e.owner.load(X) == owner {
                 e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
+                self.names_changed();
             }
         }
     }
