@@ -118,11 +118,18 @@ fn qsim_pidin_shows_a_server_receive_blocked_and_its_name() {
     );
     let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
     let _ready = lines.next().unwrap().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_qsim")).args(["pidin", "--system", &name]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qsim"))
+        .args(["pidin", "--system", &name])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(out.status.success());
     let pid = server.0.id().to_string();
-    assert!(text.lines().any(|l| l.contains(&pid) && l.contains("RECEIVE")), "the server's thread is RECEIVE-blocked");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&pid) && l.contains("RECEIVE")),
+        "the server's thread is RECEIVE-blocked"
+    );
     assert!(text.contains(&format!("/dev/name/local/shown -> {pid}:1")));
 }

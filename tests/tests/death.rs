@@ -258,3 +258,54 @@ fn a_thread_that_exits_sends_threaddeath_to_a_death_channel() {
         "tid of the second thread slot (the main test thread has the first)"
     );
 }
+
+#[test]
+fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply() {
+    let _w = Watchdog::new("unblock_linger", 60);
+    let ts = TestSystem::new("death-linger", small_limits());
+    let s = &ts.sys;
+    let chid = s.channel_create(chf::UNBLOCK | chf::DISCONNECT).unwrap();
+    let mut client = Helper::spawn(
+        HELPER,
+        &[
+            "send",
+            &ts.name,
+            &s.pid().0.to_string(),
+            &chid.0.to_string(),
+            "8",
+            "8",
+            "10",
+        ],
+    );
+    let mut buf = [0u8; 16];
+    let Received::Message { rcvid, info } = s.msg_receive(chid, &mut buf).unwrap() else {
+        panic!("pulse")
+    };
+    let cpid = client.pid;
+    client.kill();
+    // The cleanup turns the dead thread into a lingering one: first the UNBLOCK pulse...
+    let Received::Pulse(p) = s.msg_receive(chid, &mut buf).unwrap() else {
+        panic!("message")
+    };
+    assert_eq!((p.code, p.value), (pulse_code::UNBLOCK, rcvid.0));
+    // The rest of the process is cleaned up (the pulse was sent during that cleanup).
+    while s.is_registered(Pid(cpid)) {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        s.snapshot().counts.connections,
+        1,
+        "its connection lives on for the reply"
+    );
+    // ...the server's reply succeeds (and is discarded)...
+    assert_eq!(s.msg_reply(rcvid, 0, b"too late, but fine"), Ok(()));
+    // ...and completes the teardown: then the DISCONNECT pulse.
+    let Received::Pulse(p) = s.msg_receive(chid, &mut buf).unwrap() else {
+        panic!("message")
+    };
+    assert_eq!((p.code, p.scoid), (pulse_code::DISCONNECT, info.scoid));
+    s.scoid_detach(kernel_sim::Scoid(p.scoid)).unwrap();
+    let c = s.snapshot().counts;
+    assert_eq!((c.processes, c.connections, c.pulses), (1, 0, 0));
+    assert_eq!(s.msg_reply(rcvid, 0, b""), Err(Errno::SRCH));
+}

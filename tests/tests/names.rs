@@ -84,7 +84,10 @@ fn a_client_waiting_for_a_name_is_woken_by_the_attach() {
     let _w = Watchdog::new("name_wait", 60);
     let ts = TestSystem::new("namewait", small_limits());
     let s = &ts.sys;
-    assert_eq!(s.name_wait_open("never", Some(std::time::Duration::from_millis(1))), Err(Errno::TIMEDOUT));
+    assert_eq!(
+        s.name_wait_open("never", Some(std::time::Duration::from_millis(1))),
+        Err(Errno::TIMEDOUT)
+    );
     let s1 = s.clone();
     let waiter = std::thread::spawn(move || s1.name_wait_open("later", None));
     let server = Helper::spawn(HELPER, &["name-server", &ts.name, "later"]);

@@ -214,6 +214,9 @@ fn note_broken(what: &str, holder: u32) {
 /// wake-up they do not need).
 const WAKE_ON_TAKE: u32 = 0x20;
 
+/// `ThreadSlot::alloc` of a dead client's slot that lingers until its server replies.
+const ALLOC_ORPHAN: u32 = u32::MAX;
+
 /// `ThreadSlot::cpu` of a thread asleep in the kernel.
 const CPU_SLEEPING: u32 = u32::MAX;
 /// `ThreadSlot::cpu` of a thread that was asleep and has just been woken (set by the waker).
@@ -664,6 +667,7 @@ impl<'a> Kernel<'a> {
             }
         }
         self.drop_names_of(self.me);
+        self.orphan_unblock_waiters_locked();
         // Unlink before clearing the entry: a cleaner killed in between leaves an entry whose
         // unlink is redone, which is harmless (all links of a client's connection are its own).
         for n in 0..c {
@@ -696,6 +700,101 @@ impl<'a> Kernel<'a> {
         }
         self.audit_pulses_locked();
         p.state.store(obj_word(self.me_gen, proc_state::FREE), W);
+    }
+
+    /// The dead process's threads REPLY-blocked on another process's `_NTO_CHF_UNBLOCK` channel
+    /// linger, as in QNX: each slot becomes an orphan that keeps its connection's link, its server
+    /// gets one UNBLOCK pulse (value = rcvid), and the server's reply, which succeeds and is
+    /// discarded, completes the teardown (the DISCONNECT pulse follows it). Structural lock held.
+    fn orphan_unblock_waiters_locked(&self) {
+        let a = self.a;
+        let t = a.limits().threads_per_process;
+        for s in self.me * t..(self.me + 1) * t {
+            let Some(ts) = a.thread(s) else { continue };
+            let w = ts.state.load(R);
+            if ts.alloc.load(R) != self.me + 1
+                || !matches!(
+                    proto::state_of(w),
+                    st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY
+                )
+            {
+                continue;
+            }
+            let Some(c) = a.chan(ts.chan.load(X)) else {
+                continue;
+            };
+            let cw = c.state.load(R);
+            if obj_st(cw) != obj_state::LIVE
+                || c.flags.load(X) & chf::UNBLOCK == 0
+                || c.owner.load(X) == self.me
+            {
+                continue;
+            }
+            ts.alloc.store(ALLOC_ORPHAN, W);
+            if let Some(cn) = a.conn(ts.conn.load(X)) {
+                if cn.state.load(R) == obj_word(ts.conn_gen.load(X), obj_state::LIVE) {
+                    cn.links.fetch_add(1, X);
+                }
+            }
+            tracing::debug!(
+                slot = s,
+                "a dead client lingers REPLY-blocked on an UNBLOCK channel"
+            );
+            let first = ts.mi_flags.fetch_update(X, X, |f| {
+                (f & mi::UNBLOCK_REQ == 0).then_some(f | mi::UNBLOCK_REQ)
+            });
+            if first.is_ok() {
+                let rcvid = rcvid_pack(s, proto::gen_of(w));
+                let prio = ts.priority.load(X);
+                let scoid = a_scoid(a, ts);
+                if self
+                    .deliver_pulse(
+                        ts.chan.load(X),
+                        obj_gen(cw),
+                        pulse_code::UNBLOCK,
+                        rcvid,
+                        scoid,
+                        prio,
+                        false,
+                    )
+                    .is_err()
+                {
+                    // No pulse object: nobody will ask the server; release the slot now.
+                    self.fail_reply_blocked(ts, Errno::SRCH, true);
+                    self.finish_orphan(ts, true);
+                }
+            }
+        }
+    }
+
+    /// Completes the teardown of an orphan slot (see `orphan_unblock_waiters_locked`) once its
+    /// server answered: frees the slot and drops the connection link it kept.
+    fn finish_orphan(&self, ts: &ThreadSlot, locked: bool) {
+        if ts.alloc.load(R) != ALLOC_ORPHAN {
+            return;
+        }
+        let _g = if locked {
+            None
+        } else {
+            Some(self.lock_struct())
+        };
+        if ts
+            .alloc
+            .compare_exchange(ALLOC_ORPHAN, ALLOC_ORPHAN - 1, Ordering::AcqRel, X)
+            .is_err()
+        {
+            return;
+        }
+        let w = ts.state.load(R);
+        proto::force(
+            &ts.state,
+            &OsFutex,
+            proto::gen_of(w).wrapping_add(1),
+            st::IDLE,
+        );
+        let (conn, gen) = (ts.conn.load(X), ts.conn_gen.load(X));
+        ts.alloc.store(0, W);
+        self.unlink_conn_locked(conn, gen);
     }
 
     /// Frees every pulse that no live channel's queue holds (structural lock held): what a
@@ -1009,6 +1108,7 @@ impl<'a> Kernel<'a> {
                 continue;
             }
             self.fail_reply_blocked(ts, Errno::SRCH, force_copies);
+            self.finish_orphan(ts, true);
         }
         // Connections to the channel die.
         for i in 0..a.limits().max_conns() {
@@ -2306,6 +2406,7 @@ impl<'a> Kernel<'a> {
         ts.result.store(status as u32, X);
         ts.result_kind.store(result_kind::STATUS, X);
         complete(ts, gen);
+        self.finish_orphan(ts, false);
         Ok(())
     }
 
@@ -2316,6 +2417,7 @@ impl<'a> Kernel<'a> {
         ts.result.store(err.raw() as u32, X);
         ts.result_kind.store(result_kind::ERR_RECEIVED, X);
         complete(ts, gen);
+        self.finish_orphan(ts, false);
         Ok(())
     }
 

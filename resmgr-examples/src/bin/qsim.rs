@@ -168,7 +168,11 @@ fn main() -> ExitCode {
             };
             match b.attach() {
                 Ok(sys) => {
-                    println!("system {} (this qsim pidin is pid {})", sys.name(), sys.pid().0);
+                    println!(
+                        "system {} (this qsim pidin is pid {})",
+                        sys.name(),
+                        sys.pid().0
+                    );
                     println!("{}", sys.snapshot());
                     ExitCode::SUCCESS
                 }
