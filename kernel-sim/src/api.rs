@@ -348,6 +348,7 @@ impl Inner {
             me: self.proc_idx,
             me_gen: self.proc_gen,
             tuning: self.tuning,
+            lock_tag: kern::lock_tag(self.proc_idx, self.proc_gen),
         }
     }
 }
@@ -425,7 +426,8 @@ struct TlsSlot {
 
 impl Drop for TlsSlot {
     fn drop(&mut self) {
-        if let Some(inner) = self.sys.upgrade() {
+        // A thread of a forked child must not free its parent's slot.
+        if let Some(inner) = self.sys.upgrade().filter(|i| i.pid == crate::sys::getpid()) {
             inner.kernel().free_thread_slot(self.slot);
         }
     }
@@ -599,7 +601,10 @@ impl System {
         let slots: Vec<u32> = k
             .process_table()
             .into_iter()
-            .filter(|&(_, p, _)| p == pid.0)
+            // Also cleanups a dead cleaner left half done after it had cleared the pid.
+            .filter(|&(_, p, st)| {
+                p == pid.0 || (p == 0 && st == kern::layout::proc_state::CLEANING)
+            })
             .map(|(s, _, _)| s)
             .collect();
         // Every slot of that pid is tried (no short circuit).

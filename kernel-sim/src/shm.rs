@@ -266,6 +266,14 @@ impl Arena {
         }
         let map = MmapRaw::map_raw(&file).map_err(io("mapping", path))?;
         let len = map.len() as u64;
+        // The size was checked before mapping; check the mapping itself, which `header` relies on.
+        if len < 128 {
+            return Err(SystemError::Truncated {
+                path: path.to_owned(),
+                size: len,
+                expected: 128,
+            });
+        }
         // A provisional layout covering only the header, until the limits are validated.
         let mut arena = Arena {
             map,

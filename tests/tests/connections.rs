@@ -52,7 +52,7 @@ fn on_an_unblock_channel_a_detach_sends_an_unblock_pulse_and_the_reply_still_lan
     let _w = Watchdog::new("detach_unblock", 60);
     let ts = TestSystem::new("conn-unblock", small_limits());
     let s = &ts.sys;
-    let chid = s.channel_create(chf::UNBLOCK).unwrap();
+    let chid = s.channel_create(chf::UNBLOCK | chf::DISCONNECT).unwrap();
     let coid = s.connect_attach(0, Pid(0), chid, 0, 0).unwrap();
     let s1 = s.clone();
     let sender = std::thread::spawn(move || s1.msg_send(coid, b"hold me", &mut []));
@@ -70,11 +70,24 @@ fn on_an_unblock_channel_a_detach_sends_an_unblock_pulse_and_the_reply_still_lan
         s.msg_info(rcvid).unwrap().flags & mi::UNBLOCK_REQ,
         mi::UNBLOCK_REQ
     );
+    assert_eq!(
+        s.channel_stats(chid).unwrap().queued,
+        0,
+        "the blocked thread still holds a link: no DISCONNECT yet"
+    );
     s.msg_reply(rcvid, 5, b"").unwrap();
     assert_eq!(
         sender.join().unwrap(),
         Ok(5),
         "the client stayed blocked and got the reply"
+    );
+    let Received::Pulse(p) = s.msg_receive(chid, &mut buf).unwrap() else {
+        panic!("message")
+    };
+    assert_eq!(
+        p.code,
+        pulse_code::DISCONNECT,
+        "the DISCONNECT follows the reply"
     );
 }
 

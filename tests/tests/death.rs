@@ -293,6 +293,11 @@ fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply()
         std::thread::yield_now();
     }
     assert_eq!(
+        s.channel_stats(chid).unwrap().queued,
+        0,
+        "no DISCONNECT before the reply"
+    );
+    assert_eq!(
         s.snapshot().counts.connections,
         1,
         "its connection lives on for the reply"

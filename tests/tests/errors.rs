@@ -414,3 +414,31 @@ fn msg_receive_pulse_takes_pulses_and_leaves_messages_queued() {
     s.msg_reply(rcvid, 3, b"").unwrap();
     assert_eq!(client.expect("STATUS ")[0], "3");
 }
+
+#[test]
+fn a_pulse_goes_to_a_msg_receive_waiter_before_a_newer_msg_receive_pulse_waiter() {
+    let _w = Watchdog::new("pulse_waiters", 60);
+    let ts = TestSystem::new("err-pwait", small_limits());
+    let s = &ts.sys;
+    let chid = s.channel_create(0).unwrap();
+    let s1 = s.clone();
+    let plain = std::thread::spawn(move || {
+        matches!(s1.msg_receive(chid, &mut [0u8; 16]), Ok(Received::Pulse(_)))
+    });
+    while s.channel_stats(chid).unwrap().receivers < 1 {
+        std::thread::yield_now();
+    }
+    let s2 = s.clone();
+    let pulse_only = std::thread::spawn(move || s2.msg_receive_pulse(chid).map(|p| p.code));
+    while s.channel_stats(chid).unwrap().receivers < 2 {
+        std::thread::yield_now();
+    }
+    let coid = s.connect_attach(0, Pid(0), chid, 0, 0).unwrap();
+    s.msg_send_pulse(coid, 10, 1, 0).unwrap();
+    assert!(
+        plain.join().unwrap(),
+        "the MsgReceive waiter took it, though it waited first"
+    );
+    s.msg_send_pulse(coid, 10, 2, 0).unwrap();
+    assert_eq!(pulse_only.join().unwrap(), Ok(2));
+}

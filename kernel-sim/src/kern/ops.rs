@@ -139,10 +139,14 @@ pub struct Kernel<'a> {
     pub a: &'a Arena,
     /// The caller's process slot.
     pub me: u32,
-    /// The caller's process-slot generation.
+    /// The process-slot generation of `me`.
     pub me_gen: u32,
     /// Time constants.
     pub tuning: Tuning,
+    /// The tag the caller writes into lock words: always the live calling process's own (see
+    /// [`lock_tag`]), also while it cleans up after another process (`me` then names the dead
+    /// one): a tag naming the dead would let waiters break a lock a live cleaner holds.
+    pub lock_tag: u32,
 }
 
 /// The owner tag a process writes into lock words: slot index + 1 in the low 12 bits, 19 bits of
@@ -176,23 +180,24 @@ pub struct StructGuard<'a> {
 impl Drop for StructGuard<'_> {
     fn drop(&mut self) {
         proto::unlock(self.word, &OsFutex);
-        HELD.fetch_update(X, X, |v| v.checked_sub(1)).ok();
     }
 }
-
-/// Arena locks this process holds right now (all systems, all threads). A lock word that names
-/// this process while the count is 0 was not written by a live holder of ours: it is left over
-/// from an earlier image with the same slot or written by a hostile peer, and is broken rather
-/// than waited on for ever.
-static HELD: AtomicU32 = AtomicU32::new(0);
 
 impl<'a> Kernel<'a> {
     fn take_lock(&self, word: &'a AtomicU32, what: &str) -> (StructGuard<'a>, bool) {
         let me = self.tag();
+        // A lock word naming this very process that stays held for 200 polls (a second by
+        // default) was not written by a live holder of ours (they hold locks for microseconds and
+        // never block holding one): it is left over from a corrupted or hostile arena, and is
+        // broken rather than waited on for ever.
+        let own_polls = std::cell::Cell::new(0u32);
         let locked = proto::lock(word, &OsFutex, me, self.tuning.lock_poll, |t| {
-            (t == me && HELD.load(X) == 0) || tag_owner_dead(self.a, t)
+            if t == me {
+                own_polls.set(own_polls.get() + 1);
+                return own_polls.get() > 200;
+            }
+            tag_owner_dead(self.a, t)
         });
-        HELD.fetch_add(1, X);
         let broken = matches!(locked, Locked::FromDead(_));
         if let Locked::FromDead(h) = locked {
             note_broken(what, h);
@@ -213,6 +218,10 @@ fn note_broken(what: &str, holder: u32) {
 /// wakes it, so it can switch from its SEND to its REPLY deadline. Others are taken quietly (no
 /// wake-up they do not need).
 const WAKE_ON_TAKE: u32 = 0x20;
+
+/// `ThreadSlot::mi_flags` bit: this blocked thread holds a link of its connection (its coid was
+/// detached, or its process died, while it stayed blocked on an UNBLOCK channel).
+const MI_LINK_HELD: u32 = 0x8000_0000;
 
 /// `ThreadSlot::alloc` of a dead client's slot that lingers until its server replies.
 const ALLOC_ORPHAN: u32 = u32::MAX;
@@ -374,7 +383,16 @@ impl<'a> Kernel<'a> {
     // ----- locks --------------------------------------------------------------------------
 
     fn tag(&self) -> u32 {
-        lock_tag(self.me, self.me_gen)
+        self.lock_tag
+    }
+
+    /// The same caller, acting on process slot `slot` (generation `gen`): for cleanups.
+    fn acting_on(&self, slot: u32, gen: u32) -> Kernel<'a> {
+        Kernel {
+            me: slot,
+            me_gen: gen,
+            ..*self
+        }
     }
 
     /// Takes the structural lock.
@@ -435,11 +453,13 @@ impl<'a> Kernel<'a> {
     // ----- processes ----------------------------------------------------------------------
 
     /// Registers the calling OS process; returns its slot and generation, or `None` if the
-    /// process table is full. Releases first any record of the same pid under another
-    /// incarnation token (an earlier image, as after `exec`) and any record whose process is gone.
+    /// process table is full of live processes. Releases first any record of the same pid under
+    /// another incarnation token (an earlier image, as after `exec`).
     ///
-    /// The slot is claimed lock-free first (FREE → CLAIMING, then pid and start time), so the
-    /// structural lock is then taken under a tag that names a real, live slot.
+    /// The slot is claimed lock-free first (FREE → CLAIMING), so the structural lock is then
+    /// taken under a tag that names a real, live slot. When no slot is free, the slot of a process
+    /// that is gone is taken over (its state word CAS'd, so no other cleaner touches it) and its
+    /// old contents are released under the new owner's lock.
     pub fn register(
         a: &'a Arena,
         pid: i32,
@@ -448,27 +468,30 @@ impl<'a> Kernel<'a> {
         tuning: Tuning,
     ) -> Option<(u32, u32)> {
         let n = a.limits().max_processes;
-        let mut claimed = None;
-        for _round in 0..2 {
-            claimed = (0..n).find_map(|i| {
-                let p = a.proc(i)?;
-                let w = p.state.load(R);
-                if obj_st(w) != proc_state::FREE {
-                    return None;
-                }
-                let gen = (obj_gen(w) + 1) & 0xFF_FFFF;
-                p.state
-                    .compare_exchange(w, obj_word(gen, proc_state::CLAIMING), Ordering::AcqRel, X)
-                    .ok()?;
-                Some((i, gen, p))
-            });
-            if claimed.is_some() {
-                break;
+        let claim = |i: u32, want: &dyn Fn(u32) -> bool| {
+            let p = a.proc(i)?;
+            let w = p.state.load(R);
+            if !want(w) {
+                return None;
             }
-            // Full: release records of processes that are gone, then try once more.
-            Self::reap_stale(a, pid, incarnation, tuning, None);
-        }
-        let (i, gen, p) = claimed?;
+            let gen = (obj_gen(w) + 1) & 0xFF_FFFF;
+            p.state
+                .compare_exchange(w, obj_word(gen, proc_state::CLAIMING), Ordering::AcqRel, X)
+                .ok()?;
+            Some((i, gen, p, obj_gen(w), obj_st(w) != proc_state::FREE))
+        };
+        let free = |w: u32| obj_st(w) == proc_state::FREE;
+        let claimed = (0..n).find_map(|i| claim(i, &free)).or_else(|| {
+            (0..n).find_map(|i| {
+                let p = a.proc(i)?;
+                let dead = move |w: u32| {
+                    matches!(obj_st(w), proc_state::ALIVE | proc_state::CLEANING)
+                        && !crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X))
+                };
+                claim(i, &dead)
+            })
+        });
+        let (i, gen, p, old_gen, stolen) = claimed?;
         p.pid.store(pid as u32, X);
         p.start_time.store(start_time, X);
         p.incarnation.store(incarnation, W);
@@ -477,9 +500,14 @@ impl<'a> Kernel<'a> {
             me: i,
             me_gen: gen,
             tuning,
+            lock_tag: lock_tag(i, gen),
         };
         let _g = k.lock_struct();
-        Self::reap_stale(a, pid, incarnation, tuning, Some(i));
+        if stolen {
+            tracing::debug!(slot = i, "taking over the slot of a process that is gone");
+            k.acting_on(i, old_gen).release_resources_locked();
+        }
+        k.release_old_images_locked(pid, incarnation);
         let (ruid, euid, rgid, egid) = crate::sys::ids();
         for (slot, v) in p.ids.iter().zip([ruid, euid, rgid, egid]) {
             slot.store(v, X);
@@ -511,52 +539,25 @@ impl<'a> Kernel<'a> {
         Some((i, gen))
     }
 
-    /// Releases the records of processes that are gone: same pid as ours under another token, or
-    /// a pid/start time that no longer runs. `locked_by`: the slot of the caller, which holds the
-    /// structural lock; without it each release takes the lock itself, under the stale record's
-    /// own tag (that process is gone, so a lock it died holding breaks).
-    fn reap_stale(
-        a: &'a Arena,
-        pid: i32,
-        incarnation: u64,
-        tuning: Tuning,
-        locked_by: Option<u32>,
-    ) {
-        for i in 0..a.limits().max_processes {
-            let Some(p) = a.proc(i) else { continue };
+    /// Releases records of our own pid under another incarnation token: an earlier image of
+    /// this process (as after `exec`). Structural lock held.
+    fn release_old_images_locked(&self, pid: i32, incarnation: u64) {
+        for i in 0..self.a.limits().max_processes {
+            let Some(p) = self.a.proc(i) else { continue };
             let w = p.state.load(R);
-            let st = obj_st(w);
-            if st != proc_state::ALIVE && st != proc_state::CLEANING {
-                continue;
-            }
-            let ppid = p.pid.load(X) as i32;
-            // With the lock held (a normal registration) only our own pid's old image is
-            // released; other dead processes are their watchers' business. When the table is
-            // full (no lock held yet), every dead record is released to make room.
-            let stale = (ppid == pid && p.incarnation.load(X) != incarnation)
-                || (locked_by.is_none() && !crate::sys::process_alive(ppid, p.start_time.load(X)));
-            if !stale || locked_by == Some(i) {
+            if i == self.me
+                || !matches!(obj_st(w), proc_state::ALIVE | proc_state::CLEANING)
+                || p.pid.load(X) as i32 != pid
+                || p.incarnation.load(X) == incarnation
+            {
                 continue;
             }
             tracing::debug!(
                 slot = i,
-                pid = ppid,
-                "releasing the record of a process that is gone"
+                pid,
+                "releasing the record of an earlier image of this pid"
             );
-            let k = Kernel {
-                a,
-                me: i,
-                me_gen: obj_gen(w),
-                tuning,
-            };
-            if locked_by.is_some() {
-                k.release_locked();
-            } else {
-                let _g = k.lock_struct();
-                if p.state.load(R) == w {
-                    k.release_locked();
-                }
-            }
+            self.acting_on(i, obj_gen(w)).release_locked();
         }
     }
 
@@ -575,7 +576,11 @@ impl<'a> Kernel<'a> {
         {
             return false;
         }
-        if crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X)) {
+        let pid = p.pid.load(X) as i32;
+        // A CLAIMING slot without a pid yet: its claimant is between two stores; leave it.
+        if (st == proc_state::CLAIMING && pid == 0)
+            || crate::sys::process_alive(pid, p.start_time.load(X))
+        {
             return false;
         }
         tracing::debug!(
@@ -583,13 +588,7 @@ impl<'a> Kernel<'a> {
             pid = p.pid.load(X),
             "cleaning up after a dead process"
         );
-        Kernel {
-            a: self.a,
-            me: slot,
-            me_gen: obj_gen(w),
-            tuning: self.tuning,
-        }
-        .release_locked();
+        self.acting_on(slot, obj_gen(w)).release_locked();
         true
     }
 
@@ -616,8 +615,11 @@ impl<'a> Kernel<'a> {
             .filter_map(|i| {
                 let p = self.a.proc(i)?;
                 let w = p.state.load(R);
-                matches!(obj_st(w), proc_state::ALIVE | proc_state::CLEANING)
-                    .then(|| (i, obj_gen(w), p.pid.load(X) as i32, p.start_time.load(X)))
+                let pid = p.pid.load(X) as i32;
+                // A CLAIMING slot with a pid: its claimant may have died registering.
+                (matches!(obj_st(w), proc_state::ALIVE | proc_state::CLEANING)
+                    || (obj_st(w) == proc_state::CLAIMING && pid != 0))
+                    .then(|| (i, obj_gen(w), pid, p.start_time.load(X)))
             })
             .collect()
     }
@@ -650,10 +652,20 @@ impl<'a> Kernel<'a> {
     }
 
     fn release_locked(&self) {
-        let a = self.a;
-        let Some(p) = a.proc(self.me) else { return };
+        let Some(p) = self.a.proc(self.me) else {
+            return;
+        };
         p.state
             .store(obj_word(self.me_gen, proc_state::CLEANING), W);
+        self.release_resources_locked();
+        // pid 0 tells a CLAIMING slot whose claimant has not written its pid yet.
+        p.pid.store(0, X);
+        p.state.store(obj_word(self.me_gen, proc_state::FREE), W);
+    }
+
+    /// Everything `release_locked` does but the process slot's own state.
+    fn release_resources_locked(&self) {
+        let a = self.a;
         let c = a.limits().max_coids;
         // Channels first, as QNX's termer destroys channels before it closes connections.
         for n in 0..c {
@@ -684,22 +696,29 @@ impl<'a> Kernel<'a> {
         }
         // Connections of ours that no coid names any more: a process killed inside
         // connect_attach (or a cleaner killed inside this loop) leaves them behind.
+        // (A lingering orphan thread keeps its connection's link: that one stays.)
+        let t = a.limits().threads_per_process;
+        let kept_by_orphan = |conn: u32| {
+            (self.me * t..(self.me + 1) * t).any(|s| {
+                a.thread(s)
+                    .is_some_and(|ts| ts.alloc.load(R) == ALLOC_ORPHAN && ts.conn.load(X) == conn)
+            })
+        };
         for i in 0..a.limits().max_conns() {
             let Some(cn) = a.conn(i) else { continue };
             let w = cn.state.load(R);
             if cn.client.load(X) == self.me
                 && matches!(obj_st(w), obj_state::LIVE | obj_state::DEAD)
+                && !kept_by_orphan(i)
             {
                 cn.links.store(1, X);
                 self.unlink_conn_locked(i, obj_gen(w));
             }
         }
-        let t = a.limits().threads_per_process;
         for s in self.me * t..(self.me + 1) * t {
             self.free_thread_slot_locked(s);
         }
         self.audit_pulses_locked();
-        p.state.store(obj_word(self.me_gen, proc_state::FREE), W);
     }
 
     /// The dead process's threads REPLY-blocked on another process's `_NTO_CHF_UNBLOCK` channel
@@ -731,9 +750,12 @@ impl<'a> Kernel<'a> {
                 continue;
             }
             ts.alloc.store(ALLOC_ORPHAN, W);
-            if let Some(cn) = a.conn(ts.conn.load(X)) {
-                if cn.state.load(R) == obj_word(ts.conn_gen.load(X), obj_state::LIVE) {
-                    cn.links.fetch_add(1, X);
+            // The orphan keeps one link (it may hold one already, from a detach under it).
+            if ts.mi_flags.fetch_or(MI_LINK_HELD, X) & MI_LINK_HELD == 0 {
+                if let Some(cn) = a.conn(ts.conn.load(X)) {
+                    if cn.state.load(R) == obj_word(ts.conn_gen.load(X), obj_state::LIVE) {
+                        cn.links.fetch_add(1, X);
+                    }
                 }
             }
             tracing::debug!(
@@ -981,7 +1003,6 @@ impl<'a> Kernel<'a> {
         c.chid.store(n, X);
         c.flags.store(flags, X);
         c.wait_mode.store(wait_mode, X);
-        c.lock.store(0, X);
         c.q_head.store(0, X);
         c.q_len.store(0, X);
         c.recv_top.store(0, X);
@@ -1147,10 +1168,18 @@ impl<'a> Kernel<'a> {
         // A live copier finishes in microseconds; a slot stuck in a copy state for this long
         // belongs to a dead or misbehaving process, and is failed all the same. When the copier's
         // process is the one being torn down, there is nobody to wait for.
-        let give_up = if copier_gone {
+        // The copier is the channel's owner. If its process is gone there is nobody to wait for;
+        // if it lives, its copy ends in microseconds, and is waited for (a long bound only keeps a
+        // hostile arena from hanging us: a copier stopped that long is failed under it).
+        let owner_gone = self
+            .a
+            .chan(ts.chan.load(X))
+            .and_then(|c| self.a.proc(c.owner.load(X)))
+            .is_none_or(|p| !crate::sys::process_alive(p.pid.load(X) as i32, p.start_time.load(X)));
+        let give_up = if copier_gone || owner_gone {
             Instant::now()
         } else {
-            Instant::now() + self.tuning.lock_poll * 100
+            Instant::now() + self.tuning.lock_poll * 1000
         };
         loop {
             let w = ts.state.load(R);
@@ -1169,14 +1198,16 @@ impl<'a> Kernel<'a> {
                         state = proto::state_of(w),
                         "a copy never finished; failing the client anyway"
                     );
-                    // Keep the waiters bit: the move to REPLIED below must wake the client.
-                    let busy = proto::make(g, st::REPLY_BUSY) | (w & proto::WAITERS);
+                    // A new generation, so the stale copier's own moves of this slot fail; keep the
+                    // waiters bit: the move to REPLIED below must wake the client.
+                    let g2 = g.wrapping_add(1);
+                    let busy = proto::make(g2, st::REPLY_BUSY) | (w & proto::WAITERS);
                     if ts
                         .state
                         .compare_exchange(w, busy, Ordering::AcqRel, R)
                         .is_ok()
                     {
-                        self.complete_with_error(ts, g, err);
+                        self.complete_with_error(ts, g2, err);
                         return;
                     }
                 }
@@ -1228,6 +1259,17 @@ impl<'a> Kernel<'a> {
                 )
             {
                 self.unblock_or_fail(ts, s, c, Errno::BADF);
+                // Still blocked (an UNBLOCK channel): as in QNX, a blocked thread counts as a
+                // link, so the connection (and the server's DISCONNECT) waits for its reply.
+                let still = matches!(
+                    proto::state_of(ts.state.load(R)),
+                    st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY
+                );
+                if still && ts.mi_flags.fetch_or(MI_LINK_HELD, X) & MI_LINK_HELD == 0 {
+                    if let Some(cn) = a.conn(ts.conn.load(X)) {
+                        cn.links.fetch_add(1, X);
+                    }
+                }
             }
         }
     }
@@ -1767,6 +1809,18 @@ impl<'a> Kernel<'a> {
 
     /// Pops the most recent waiting receiver that accepts this kind of node (channel lock held).
     fn recv_stack_pop(&self, c: &Channel, pulse: bool) -> Option<u32> {
+        // MsgReceive waiters first (newest first); a pulse goes to a MsgReceivePulse waiter only
+        // when no MsgReceive waiter is there, as QNX queues those behind.
+        self.recv_stack_pop_kind(c, false).or_else(|| {
+            if pulse {
+                self.recv_stack_pop_kind(c, true)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn recv_stack_pop_kind(&self, c: &Channel, pulse_only: bool) -> Option<u32> {
         let mut prev: Option<&AtomicU32> = None;
         let mut cur = c.recv_top.load(X);
         let mut guard = 0;
@@ -1774,7 +1828,7 @@ impl<'a> Kernel<'a> {
             guard += 1;
             let rt = self.a.thread(cur - 1)?;
             let after = rt.recv_next.load(X);
-            if pulse || rt.recv_pulse_only.load(X) == 0 {
+            if (rt.recv_pulse_only.load(X) != 0) == pulse_only {
                 match prev {
                     Some(p) => p.store(after, X),
                     None => c.recv_top.store(after, X),
@@ -1860,25 +1914,15 @@ impl<'a> Kernel<'a> {
             if c.state.load(R) != obj_word(chan_gen, obj_state::LIVE) {
                 return Err(Errno::BADF);
             }
-            let pi = self.pulse_alloc().ok_or_else(|| {
-                tracing::debug!("pulse pool exhausted");
-                Errno::AGAIN
-            })?;
-            let p = a.pulse(pi).ok_or(Errno::AGAIN)?;
-            p.data[0].store(code as u8 as u32, X);
-            p.data[1].store(value as u32, X);
-            p.data[2].store(scoid as u32, X);
-            p.data[3].store(prio, X);
-            p.chan.store(chan, X);
-            p.key.store(queue_key(prio, boost), X);
+            let data = [code as u8 as u32, value as u32, scoid as u32, prio];
             match self.recv_stack_pop(c, true) {
+                // A waiting receiver takes it directly: no pulse object needed.
                 Some(r) => {
                     let rt = a.thread(r).ok_or(Errno::BADF)?;
-                    for (d, s) in rt.pulse.iter().zip(p.data.iter()) {
-                        d.store(s.load(X), X);
+                    for (d, v) in rt.pulse.iter().zip(data) {
+                        d.store(v, X);
                     }
                     rt.handoff.store(HANDOFF_PULSE, X);
-                    self.pulse_free(p);
                     let rw = rt.state.load(R);
                     let wake = proto::transition_deferred(
                         &rt.state,
@@ -1889,6 +1933,16 @@ impl<'a> Kernel<'a> {
                     wake.unwrap_or(false).then_some(rt)
                 }
                 None => {
+                    let pi = self.pulse_alloc().ok_or_else(|| {
+                        tracing::debug!("pulse pool exhausted");
+                        Errno::AGAIN
+                    })?;
+                    let p = a.pulse(pi).ok_or(Errno::AGAIN)?;
+                    for (d, v) in p.data.iter().zip(data) {
+                        d.store(v, X);
+                    }
+                    p.chan.store(chan, X);
+                    p.key.store(queue_key(prio, boost), X);
                     self.queue_insert(c, node_pulse(pi), queue_key(prio, boost));
                     None
                 }
@@ -1991,7 +2045,11 @@ impl<'a> Kernel<'a> {
             ts.key.store(key, X);
             let handed = {
                 let _cg = self.lock_chan(c);
-                if c.state.load(R) != obj_word(t.chan_gen, obj_state::LIVE) {
+                // Re-check both under the lock: a detach or a destroy may have raced the lookup.
+                let conn_live = a
+                    .conn(t.conn)
+                    .is_some_and(|cn| cn.state.load(R) == obj_word(t.conn_gen, obj_state::LIVE));
+                if c.state.load(R) != obj_word(t.chan_gen, obj_state::LIVE) || !conn_live {
                     ts.state.store(proto::make(gen, st::IDLE), W);
                     return Err(Errno::BADF);
                 }
@@ -2053,7 +2111,15 @@ impl<'a> Kernel<'a> {
                 let want = p.len().min(rlen - roff);
                 roff += a.buf_read(slot, Buf::Reply, roff, rlen, &mut p[..want]);
             }
+            // The generation of the REPLIED word: a forced completion may have moved it on.
+            let gen = proto::gen_of(ts.state.load(R));
             ts.state.store(proto::make(gen, st::IDLE), W);
+            if ts.mi_flags.load(X) & MI_LINK_HELD != 0 {
+                // Our coid was detached while we waited: drop the link we kept.
+                let _g = self.lock_struct();
+                ts.mi_flags.store(0, X);
+                self.unlink_conn_locked(ts.conn.load(X), ts.conn_gen.load(X));
+            }
             if kind == result_kind::STATUS {
                 return Ok(result);
             }
@@ -2150,7 +2216,8 @@ impl<'a> Kernel<'a> {
         let rt = a.thread(slot).ok_or(Errno::AGAIN)?;
         let my_gen = proto::gen_of(rt.state.load(R));
         enum Got {
-            Thread(u32),
+            /// A client's slot and the generation it was taken at.
+            Thread(u32, u16),
             Pulse([u32; 4]),
         }
         let got = {
@@ -2198,7 +2265,7 @@ impl<'a> Kernel<'a> {
                         return Err(Errno::INTR);
                     }
                     ts.served_by.store(slot + 1, X);
-                    Some(Got::Thread(s))
+                    Some(Got::Thread(s, proto::gen_of(w)))
                 }
                 None => {
                     rt.recv_next.store(c.recv_top.load(X), X);
@@ -2249,7 +2316,12 @@ impl<'a> Kernel<'a> {
                         rt.pulse[3].load(X),
                     ]),
                     HANDOFF_CHAN_GONE => return Err(Errno::SRCH),
-                    n if n >= 1 && n <= a.limits().thread_slots() => Got::Thread(n - 1),
+                    n if n >= 1 && n <= a.limits().thread_slots() => {
+                        let g = a
+                            .thread(n - 1)
+                            .map_or(0, |t| proto::gen_of(t.state.load(R)));
+                        Got::Thread(n - 1, g)
+                    }
                     _ => {
                         tracing::warn!(handoff = h, "corrupted receiver hand-off");
                         return Err(Errno::INTR);
@@ -2265,7 +2337,8 @@ impl<'a> Kernel<'a> {
                     scoid: d[2] as i32,
                     priority: d[3] as u8,
                 };
-                let room: usize = parts.iter().map(|p| p.len()).sum();
+                // QNX: the first buffer must hold the whole `_pulse`.
+                let room = parts.first().map_or(0, |p| p.len());
                 if room < Pulse::WIRE_SIZE {
                     return Err(Errno::FAULT);
                 }
@@ -2281,7 +2354,7 @@ impl<'a> Kernel<'a> {
                 }
                 Ok(Received::Pulse(pulse))
             }
-            Got::Thread(s) => {
+            Got::Thread(s, gen) => {
                 let ts = a.thread(s).ok_or(Errno::SRCH)?;
                 let slen = (ts.send_len.load(X) as usize).min(a.limits().max_msg_size as usize);
                 let mut off = 0;
@@ -2293,8 +2366,6 @@ impl<'a> Kernel<'a> {
                 }
                 let mut info = self.info_of(s, ts);
                 info.msglen = off as u32;
-                let w = ts.state.load(R);
-                let gen = proto::gen_of(w);
                 let _ = proto::transition_quiet(&ts.state, gen, st::RECV_COPY, st::REPLY_BLOCKED);
                 Ok(Received::Message {
                     rcvid: rcvid_pack(s, gen),
@@ -2464,7 +2535,10 @@ impl<'a> Kernel<'a> {
         let Some(e) = self.a.name(i) else {
             return false;
         };
-        if obj_st(e.state.load(R)) != obj_state::LIVE || e.len.load(X) as usize != path.len() {
+        if obj_st(e.state.load(R)) != obj_state::LIVE
+            || e.len.load(X) as usize != path.len()
+            || path.len() > NAME_MAX
+        {
             return false;
         }
         let mut buf = [0u8; NAME_MAX];

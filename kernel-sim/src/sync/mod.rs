@@ -71,6 +71,12 @@ pub mod atomic {
                     crash_point();
                     self.0.fetch_add(v, o)
                 }
+                /// Atomic bitwise or, returning the previous value.
+                #[inline]
+                pub fn fetch_or(&self, v: $t, o: Ordering) -> $t {
+                    crash_point();
+                    self.0.fetch_or(v, o)
+                }
                 /// Atomic read-modify-write with a closure, as std's `fetch_update`.
                 #[inline]
                 pub fn fetch_update(
