@@ -1279,6 +1279,17 @@ impl<'a> Kernel<'a> {
             self.fail_reply_blocked(ts, err, false);
             return;
         }
+        // A server that already holds the slot (replying) or has answered needs no pulse. (A reply
+        // that pins the slot right after this check can still leave the pulse behind it: the
+        // server then receives an UNBLOCK for an rcvid that is no longer blocked, and its
+        // msg_reply/msg_error to it gives ESRCH, or lands on the thread's next request on the
+        // same connection, as a stale reply does in QNX.)
+        if !matches!(
+            proto::state_of(ts.state.load(R)),
+            st::REPLY_BLOCKED | st::RECV_COPY
+        ) {
+            return;
+        }
         // One UNBLOCK pulse per REPLY-blocked period.
         let prev = ts.mi_flags.fetch_update(X, X, |f| {
             (f & mi::UNBLOCK_REQ == 0).then_some(f | mi::UNBLOCK_REQ)
