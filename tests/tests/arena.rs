@@ -208,12 +208,22 @@ fn an_arena_owned_by_another_user_is_refused() {
     let bin = dir.join("kt-helper");
     std::fs::copy(HELPER, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let h = Helper::spawn_cmd(
-        std::process::Command::new(&bin)
-            .args(["create", &name])
-            .uid(65534)
-            .gid(65534),
-    );
+    // Another test thread forking while our copy's fd was open for writing makes exec fail with
+    // ETXTBSY until that child execs: the known race of copying a binary and running it at once
+    // in a multi-threaded process. Wait for the child to let go.
+    let mut tries = 0;
+    let h = loop {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["create", &name]).uid(65534).gid(65534);
+        match Helper::try_spawn_cmd(&mut cmd) {
+            Ok(h) => break h,
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("spawn the helper as uid 65534: {e}"),
+        }
+    };
     let said = h.line("create");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(said, "OK", "the other user could create its arena");
