@@ -73,11 +73,12 @@ impl Helper {
 
     /// Starts a prepared command (stdin and stdout are taken over).
     pub fn spawn_cmd(cmd: &mut Command) -> Helper {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn helper");
+        Self::try_spawn_cmd(cmd).expect("spawn helper")
+    }
+
+    /// [`Helper::spawn_cmd`] that returns the spawn error.
+    pub fn try_spawn_cmd(cmd: &mut Command) -> std::io::Result<Helper> {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();
         let stdout: ChildStdout = child.stdout.take().expect("helper stdout");
         let (tx, rx) = mpsc::channel();
@@ -91,12 +92,12 @@ impl Helper {
             }
         });
         let pid = child.id() as i32;
-        Helper {
+        Ok(Helper {
             child,
             stdin,
             out: rx,
             pid,
-        }
+        })
     }
 
     /// The next line the helper prints (panics after `timeout`, naming what was awaited).
