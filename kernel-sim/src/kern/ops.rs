@@ -242,6 +242,15 @@ fn wake_slot(t: &ThreadSlot) {
     OsFutex.wake(&t.state, u32::MAX);
 }
 
+/// Marks a waiting receiver RECV_HANDED (call under the channel lock, after filling its
+/// hand-off); returns it if it must be woken (with [`wake_slot`], after the lock is released).
+fn hand_over(rt: &ThreadSlot) -> Option<&ThreadSlot> {
+    let rw = rt.state.load(R);
+    let wake =
+        proto::transition_deferred(&rt.state, proto::gen_of(rw), st::RECV_WAIT, st::RECV_HANDED);
+    wake.unwrap_or(false).then_some(rt)
+}
+
 /// Moves a client slot from REPLY_BUSY to REPLIED and wakes it if it sleeps.
 fn complete(ts: &ThreadSlot, gen: u16) {
     if proto::transition_deferred(&ts.state, gen, st::REPLY_BUSY, st::REPLIED) == Ok(true) {
@@ -1934,14 +1943,7 @@ impl<'a> Kernel<'a> {
                         d.store(v, X);
                     }
                     rt.handoff.store(HANDOFF_PULSE, X);
-                    let rw = rt.state.load(R);
-                    let wake = proto::transition_deferred(
-                        &rt.state,
-                        proto::gen_of(rw),
-                        st::RECV_WAIT,
-                        st::RECV_HANDED,
-                    );
-                    wake.unwrap_or(false).then_some(rt)
+                    hand_over(rt)
                 }
                 None => {
                     let pi = self.pulse_alloc().ok_or_else(|| {
@@ -2073,14 +2075,7 @@ impl<'a> Kernel<'a> {
                         rt.handoff.store(node_thread(slot), X);
                         // Under the lock: a receiver off the stack is never left RECEIVE-blocked
                         // by a live sender (see `repair_channel_locked`); the wake comes after.
-                        let rw = rt.state.load(R);
-                        let wake = proto::transition_deferred(
-                            &rt.state,
-                            proto::gen_of(rw),
-                            st::RECV_WAIT,
-                            st::RECV_HANDED,
-                        );
-                        wake.unwrap_or(false).then_some(rt)
+                        hand_over(rt)
                     }
                     None => {
                         let flag = if timeouts.send.is_some() || timeouts.reply.is_some() {

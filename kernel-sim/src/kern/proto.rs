@@ -76,22 +76,10 @@ pub fn transition<W: Word, F: Wait<W>>(
     from: u32,
     to: u32,
 ) -> Result<(), u32> {
-    let new = make(gen, to);
-    let mut cur = word.load(Ordering::Acquire);
-    loop {
-        if state_of(cur) != from || gen_of(cur) != gen {
-            return Err(cur);
-        }
-        match word.cas(cur, new, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                if cur & WAITERS != 0 {
-                    futex.wake(word, u32::MAX);
-                }
-                return Ok(());
-            }
-            Err(actual) => cur = actual,
-        }
+    if transition_deferred(word, gen, from, to)? {
+        futex.wake(word, u32::MAX);
     }
+    Ok(())
 }
 
 /// [`transition`] without the wake: returns whether sleepers must be woken (call
