@@ -349,3 +349,23 @@ pub const PRIORITY_MIN: u8 = 1;
 pub const PRIORITY_MAX: u8 = 255;
 /// The priority a thread starts with, as in QNX.
 pub const PRIORITY_DEFAULT: u8 = 10;
+
+/// A `struct sigevent`, as servers deliver it to clients (`MsgDeliverEvent`) and timers fire it.
+/// Only the kinds the simulator can deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigEvent {
+    /// `SIGEV_PULSE`: a pulse through `coid` (a coid of the process the event is delivered to),
+    /// with `priority` (-1: that of the thread it is delivered for), `code` and `value`.
+    Pulse {
+        /// The connection the pulse goes through.
+        coid: Coid,
+        /// Pulse priority, -1 for the receiving thread's.
+        priority: i32,
+        /// Pulse code (0..=127 for user pulses).
+        code: i8,
+        /// Pulse value.
+        value: i32,
+    },
+    /// `SIGEV_NONE`: nothing is delivered.
+    None,
+}

@@ -227,6 +227,86 @@ struct Inner {
     wait: WaitMode,
     /// Dropping this (with the last handle) wakes the watcher thread, which then exits.
     _watch_wake: Option<std::os::fd::OwnedFd>,
+    /// This process's timers on this system (`timer_create`), fired by a thread of their own.
+    timers: Arc<Timers>,
+}
+
+/// The timers of one process on one system. QNX's timers are process-owned kernel objects that
+/// die with their process; here they live in the process (a thread fires them), so they die
+/// with it too, and nothing of them is in the arena.
+#[derive(Default)]
+struct Timers {
+    table: Mutex<TimerTable>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct TimerTable {
+    next_id: i32,
+    timers: Vec<Timer>,
+    closed: bool,
+    thread: bool,
+}
+
+struct Timer {
+    id: i32,
+    event: crate::abi::SigEvent,
+    next: Option<std::time::Instant>,
+    interval: Option<Duration>,
+}
+
+/// A timer created with [`System::timer_create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(pub i32);
+
+fn run_timers(weak: Weak<Inner>, timers: Arc<Timers>) {
+    loop {
+        let due: Vec<crate::abi::SigEvent> = {
+            let mut t = timers.table.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if t.closed {
+                    return;
+                }
+                let now = std::time::Instant::now();
+                let earliest = t.timers.iter().filter_map(|x| x.next).min();
+                match earliest {
+                    Some(at) if at <= now => break,
+                    Some(at) => {
+                        t = timers
+                            .changed
+                            .wait_timeout(t, at - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    None => t = timers.changed.wait(t).unwrap_or_else(|e| e.into_inner()),
+                }
+            }
+            let now = std::time::Instant::now();
+            let mut due = Vec::new();
+            for x in t.timers.iter_mut() {
+                if x.next.is_some_and(|at| at <= now) {
+                    due.push(x.event);
+                    x.next = x.interval.map(|i| now + i);
+                }
+            }
+            due
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        let sys = System { inner };
+        for ev in due {
+            if let crate::abi::SigEvent::Pulse {
+                coid,
+                priority,
+                code,
+                value,
+            } = ev
+            {
+                if let Err(e) = sys.msg_send_pulse(coid, priority, code, value) {
+                    tracing::debug!(?e, coid = coid.0, "timer pulse not delivered");
+                }
+            }
+        }
+    }
 }
 
 static REGISTRY: Mutex<Vec<(PathBuf, i32, Weak<Inner>)>> = Mutex::new(Vec::new());
@@ -313,6 +393,7 @@ impl Inner {
             tuning,
             wait,
             _watch_wake: wake_write,
+            timers: Arc::default(),
         });
         if let Some(r) = wake_read {
             let weak = Arc::downgrade(&inner);
@@ -411,6 +492,12 @@ fn watch(weak: Weak<Inner>, wake: std::os::fd::OwnedFd, started: std::sync::mpsc
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.timers
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
+        self.timers.changed.notify_all();
         if crate::sys::getpid() == self.pid {
             self.kernel().release();
         }
@@ -1151,6 +1238,108 @@ impl System {
     pub fn channel_stats_of(&self, pid: Pid, chid: Chid) -> Result<ChannelStats> {
         let (queued, receivers) = self.k().channel_stats(pid.0, chid.0)?;
         Ok(ChannelStats { queued, receivers })
+    }
+
+    /// `MsgDeliverEvent(rcvid, &event)`: delivers a client's event. For `SigEvent::Pulse` the
+    /// coid is resolved in the **client's** process (usually its connection to its own channel)
+    /// and `priority` -1 means the client thread's. The client need not be blocked.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: `rcvid` names no client thread, or the event's coid is no connection of the
+    ///   client's.
+    /// - `EBADF`: the event's connection's channel is gone.
+    /// - `EINVAL`: priority 0.
+    /// - `EAGAIN`: no pulse object left.
+    #[doc(alias = "MsgDeliverEvent")]
+    pub fn msg_deliver_event(&self, rcvid: Rcvid, event: &crate::abi::SigEvent) -> Result<()> {
+        match *event {
+            crate::abi::SigEvent::Pulse {
+                coid,
+                priority,
+                code,
+                value,
+            } => self
+                .k()
+                .msg_deliver_pulse(rcvid.0, coid.0, priority, code, value),
+            crate::abi::SigEvent::None => Ok(()),
+        }
+    }
+
+    /// `TimerCreate(CLOCK_MONOTONIC, &event)`: a timer of this process that delivers `event`
+    /// (a pulse on one of this process's coids) when it fires. It starts disarmed.
+    ///
+    /// # Errors
+    ///
+    /// - `EAGAIN`: the timer thread could not be started.
+    #[doc(alias = "TimerCreate")]
+    pub fn timer_create(&self, event: crate::abi::SigEvent) -> Result<TimerId> {
+        let timers = &self.inner.timers;
+        let mut t = timers.table.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.thread {
+            let (weak, shared) = (Arc::downgrade(&self.inner), timers.clone());
+            std::thread::Builder::new()
+                .name("qsim-timers".into())
+                .spawn(move || run_timers(weak, shared))
+                .map_err(|_| Errno::AGAIN)?;
+            t.thread = true;
+        }
+        t.next_id += 1;
+        let id = t.next_id;
+        t.timers.push(Timer {
+            id,
+            event,
+            next: None,
+            interval: None,
+        });
+        Ok(TimerId(id))
+    }
+
+    /// `TimerSettime(id, 0, &itime, NULL)`: fires first after `initial` (`None` disarms), then
+    /// every `interval` (`None`: once).
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: no such timer.
+    #[doc(alias = "TimerSettime")]
+    pub fn timer_settime(
+        &self,
+        id: TimerId,
+        initial: Option<Duration>,
+        interval: Option<Duration>,
+    ) -> Result<()> {
+        let timers = &self.inner.timers;
+        let mut t = timers.table.lock().unwrap_or_else(|e| e.into_inner());
+        let x = t
+            .timers
+            .iter_mut()
+            .find(|x| x.id == id.0)
+            .ok_or(Errno::INVAL)?;
+        x.next = initial.and_then(deadline_after);
+        x.interval = interval.filter(|i| !i.is_zero());
+        timers.changed.notify_all();
+        Ok(())
+    }
+
+    /// `TimerDestroy(id)`.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: no such timer.
+    #[doc(alias = "TimerDestroy")]
+    pub fn timer_delete(&self, id: TimerId) -> Result<()> {
+        let mut t = self
+            .inner
+            .timers
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = t.timers.len();
+        t.timers.retain(|x| x.id != id.0);
+        if t.timers.len() == before {
+            return Err(Errno::INVAL);
+        }
+        Ok(())
     }
 
     // ----- fd-style helpers ---------------------------------------------------------------

@@ -1967,6 +1967,56 @@ impl<'a> Kernel<'a> {
         Ok(())
     }
 
+    /// `MsgDeliverEvent(rcvid, &event)` for a `SIGEV_PULSE` event: the pulse goes through
+    /// `coid` as resolved in the **client's** process (the one `rcvid` names), at `priority`
+    /// (-1: the client thread's). The client need not be blocked.
+    pub fn msg_deliver_pulse(
+        &self,
+        rcvid: i32,
+        coid: i32,
+        priority: i32,
+        code: i8,
+        value: i32,
+    ) -> Result<(), Errno> {
+        let a = self.a;
+        let (s, gen) = rcvid_unpack(rcvid).ok_or(Errno::SRCH)?;
+        let ts = a.thread(s).ok_or(Errno::SRCH)?;
+        let owner = ts.alloc.load(R);
+        if owner == 0 || owner == ALLOC_ORPHAN || proto::gen_of(ts.state.load(R)) != gen {
+            return Err(Errno::SRCH);
+        }
+        let client = owner - 1;
+        let cgen = a
+            .proc(client)
+            .map(|p| obj_gen(p.state.load(R)))
+            .ok_or(Errno::SRCH)?;
+        let k = self.acting_on(client, cgen);
+        // Not a connection at all: ESRCH; a connection whose channel is gone: EBADF.
+        let e = k
+            .coid_entry(coid)
+            .map(|e| Entry::decode(e.load(R)))
+            .ok_or(Errno::SRCH)?;
+        if e.kind != entry_kind::COID {
+            return Err(Errno::SRCH);
+        }
+        let t = k.resolve(coid)?;
+        let prio = match priority {
+            -1 => ts.priority.load(X),
+            p if p & 0xFF == 0 => return Err(Errno::INVAL),
+            p => (p as u32) & 0xFF,
+        };
+        let scoid = a.conn(t.conn).map_or(0, |c| c.scoid.load(X));
+        self.deliver_pulse(
+            t.chan,
+            t.chan_gen,
+            code,
+            value,
+            SIDE_CHANNEL | scoid as i32,
+            prio,
+            false,
+        )
+    }
+
     /// `MsgSendPulse(coid, priority, code, value)`: see [`crate::System::msg_send_pulse`].
     pub fn msg_send_pulse(
         &self,
