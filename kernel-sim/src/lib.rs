@@ -43,6 +43,8 @@ pub mod iomsg;
 #[cfg(not(loom))]
 pub mod shm;
 #[cfg(not(loom))]
+pub mod signal;
+#[cfg(not(loom))]
 mod sys;
 
 pub use abi::*;

@@ -287,3 +287,39 @@ pub fn kill_self() -> ! {
     // SIGKILL cannot be caught or ignored; this is only reached if kill itself failed.
     std::process::abort()
 }
+
+extern "C" fn on_unblock_signal(_sig: libc::c_int) {
+    crate::sync::signal_flag::set();
+}
+
+/// Installs, for `sig`, a handler (without `SA_RESTART`) that sets the calling thread's
+/// signal flag; `EINVAL` for a signal that cannot be caught.
+pub fn install_unblock_handler(sig: i32) -> Result<(), Errno> {
+    // SAFETY: `sa` is a zeroed, then filled, sigaction that lives across the call; the handler
+    // is a plain extern "C" function whose body only stores to a const-initialised thread-local
+    // atomic, which is async-signal-safe. No SA_RESTART, so a futex wait it interrupts returns
+    // EINTR.
+    let r = unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_unblock_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(sig, &sa, core::ptr::null_mut())
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last_os_error())
+    }
+}
+
+/// Sends `sig` to thread `tid` of this process (`tgkill`).
+pub fn thread_kill(tid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: tgkill takes three integers by value and has no memory-safety preconditions.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last_os_error())
+    }
+}

@@ -8,7 +8,7 @@ use crate::abi::{
 };
 use crate::shm::{Arena, Buf};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::{OsFutex, Wait};
+use crate::sync::{signal_flag, OsFutex, Wait};
 use crate::Errno;
 use std::time::{Duration, Instant};
 
@@ -2073,6 +2073,8 @@ impl<'a> Kernel<'a> {
         let a = self.a;
         let ts = a.thread(slot).ok_or(Errno::AGAIN)?;
         ts.result_kind.store(result_kind::NOT_SENT, X);
+        // A signal handled before this call does not interrupt it.
+        signal_flag::take();
         let max = a.limits().max_msg_size as usize;
         let slen: usize = sparts.iter().map(|p| p.len()).sum();
         if slen > max {
@@ -2215,16 +2217,31 @@ impl<'a> Kernel<'a> {
                 let s = proto::state_of(x);
                 s == st::REPLIED || (sending && s != st::SEND_BLOCKED)
             };
-            if proto::wait_for(&ts.state, &OsFutex, done, spin, deadline).is_ok() {
+            let end = match proto::wait_for_interruptible(
+                &ts.state,
+                &OsFutex,
+                done,
+                spin,
+                deadline,
+                signal_flag::take,
+            ) {
+                Ok(_) => continue,
+                Err(proto::WaitEnd::TimedOut) => Errno::TIMEDOUT,
+                Err(proto::WaitEnd::Interrupted) => Errno::INTR,
+            };
+            // SEND-blocked: withdraw the request at once. If a receiver took it meanwhile (or
+            // while REPLY-blocked), the REPLY rules apply: released at once, or, on an UNBLOCK
+            // channel, an UNBLOCK pulse and the wait goes on.
+            if sending && self.fail_queued(ts, slot, c, end) {
                 continue;
             }
-            if sending {
-                if !self.fail_queued(ts, slot, c, Errno::TIMEDOUT) {
-                    // A receiver took it in the meantime: from now on the REPLY timeout applies.
-                    t.send = None;
-                }
-            } else {
-                self.unblock_or_fail(ts, slot, c, Errno::TIMEDOUT);
+            if sending && end == Errno::TIMEDOUT {
+                // The REPLY deadline takes over.
+                t.send = None;
+                continue;
+            }
+            self.unblock_or_fail(ts, slot, c, end);
+            if end == Errno::TIMEDOUT {
                 t.reply = None;
             }
         }
@@ -2271,6 +2288,7 @@ impl<'a> Kernel<'a> {
         })?;
         let rt = a.thread(slot).ok_or(Errno::AGAIN)?;
         let my_gen = proto::gen_of(rt.state.load(R));
+        signal_flag::take();
         enum Got {
             /// A client's slot and the generation it was taken at.
             Thread(u32, u16),
@@ -2349,16 +2367,28 @@ impl<'a> Kernel<'a> {
                 };
                 let mut spin = Adaptive::new(rt, peer, budget);
                 let handed = |x| proto::state_of(x) == st::RECV_HANDED;
-                if proto::wait_for(&rt.state, &OsFutex, handed, &mut spin, deadline).is_err() {
-                    // Timed out, unless a sender popped us from the stack meanwhile: then it is
-                    // about to hand us something, which must not be lost.
+                let waited = proto::wait_for_interruptible(
+                    &rt.state,
+                    &OsFutex,
+                    handed,
+                    &mut spin,
+                    deadline,
+                    signal_flag::take,
+                );
+                if let Err(end) = waited {
+                    // Timed out or interrupted, unless a sender popped us from the stack
+                    // meanwhile: then it has handed us something, which must not be lost.
                     let left = {
                         let _cg = self.lock_chan(c);
                         self.recv_stack_remove(c, slot)
                     };
                     if left {
                         rt.state.store(proto::make(my_gen, st::IDLE), W);
-                        return Err(Errno::TIMEDOUT);
+                        return Err(if end == proto::WaitEnd::Interrupted {
+                            Errno::INTR
+                        } else {
+                            Errno::TIMEDOUT
+                        });
                     }
                     let _ = proto::wait_for(&rt.state, &OsFutex, handed, &mut proto::NoSpin, None);
                 }

@@ -155,9 +155,18 @@ impl SpinPolicy for NoSpin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimedOut;
 
+/// Why [`wait_for_interruptible`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The deadline passed.
+    TimedOut,
+    /// A signal arrived (`interrupted()` said so, or the futex sleep was interrupted).
+    Interrupted,
+}
+
 /// Waits until `done(word)` holds: spins while `spin` says so, then sleeps with the waiters bit
 /// set. Returns the word that satisfied `done`, or `TimedOut` at `deadline` (the word was checked
-/// once more after the timeout).
+/// once more after the timeout). Signals do not end this wait.
 pub fn wait_for<W: Word, F: Wait<W>, S: SpinPolicy>(
     word: &W,
     futex: &F,
@@ -166,9 +175,32 @@ pub fn wait_for<W: Word, F: Wait<W>, S: SpinPolicy>(
     deadline: Option<Instant>,
 ) -> Result<u32, TimedOut> {
     loop {
+        match wait_for_interruptible(word, futex, &done, spin, deadline, || false) {
+            Ok(w) => return Ok(w),
+            Err(WaitEnd::TimedOut) => return Err(TimedOut),
+            Err(WaitEnd::Interrupted) => continue,
+        }
+    }
+}
+
+/// [`wait_for`] that also ends when a signal arrives: `interrupted()` is asked on every round
+/// (it reports a signal handled while spinning), and a futex sleep a signal handler cut short
+/// ends it too. The word is checked once more first: a wait that is done is never interrupted.
+pub fn wait_for_interruptible<W: Word, F: Wait<W>, S: SpinPolicy>(
+    word: &W,
+    futex: &F,
+    done: impl Fn(u32) -> bool,
+    spin: &mut S,
+    deadline: Option<Instant>,
+    interrupted: impl Fn() -> bool,
+) -> Result<u32, WaitEnd> {
+    loop {
         let cur = word.load(Ordering::Acquire);
         if done(cur) {
             return Ok(cur);
+        }
+        if interrupted() {
+            return Err(WaitEnd::Interrupted);
         }
         if spin.keep_spinning() {
             spin_hint();
@@ -187,7 +219,11 @@ pub fn wait_for<W: Word, F: Wait<W>, S: SpinPolicy>(
                 let now = Instant::now();
                 if now >= d {
                     let last = word.load(Ordering::Acquire);
-                    return if done(last) { Ok(last) } else { Err(TimedOut) };
+                    return if done(last) {
+                        Ok(last)
+                    } else {
+                        Err(WaitEnd::TimedOut)
+                    };
                 }
                 Some(d - now)
             }
@@ -195,9 +231,13 @@ pub fn wait_for<W: Word, F: Wait<W>, S: SpinPolicy>(
         spin.before_sleep();
         let woken = futex.wait(word, cur | WAITERS, timeout);
         spin.after_wake();
-        if woken == Woken::TimedOut && deadline.is_some() {
-            // Loop once more: the next round re-checks `done` and then the deadline.
-            continue;
+        if woken == Woken::Interrupted {
+            let last = word.load(Ordering::Acquire);
+            return if done(last) {
+                Ok(last)
+            } else {
+                Err(WaitEnd::Interrupted)
+            };
         }
     }
 }

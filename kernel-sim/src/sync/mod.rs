@@ -237,6 +237,32 @@ pub enum Woken {
     Recheck,
     /// The timeout passed.
     TimedOut,
+    /// A signal handler ran during the sleep (a handler installed without `SA_RESTART`).
+    Interrupted,
+}
+
+/// The per-thread "a signal arrived" flag that [`crate::signal::unblock_on`]'s handler sets, so
+/// a blocked call notices a signal that arrived while it was spinning (when no futex sleep is
+/// there to be interrupted).
+#[cfg(not(loom))]
+pub mod signal_flag {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    thread_local! {
+        static PENDING: AtomicBool = const { AtomicBool::new(false) };
+    }
+
+    /// Sets the calling thread's flag (async-signal-safe: a const-initialised thread-local).
+    pub fn set() {
+        let _ = PENDING.try_with(|p| p.store(true, Relaxed));
+    }
+
+    /// Takes (and clears) the calling thread's flag.
+    pub fn take() -> bool {
+        PENDING
+            .try_with(|p| p.swap(false, Relaxed))
+            .unwrap_or(false)
+    }
 }
 
 /// How a thread sleeps on a [`Word`] and wakes sleepers: shared futexes in production, yields in
@@ -258,6 +284,7 @@ impl Wait<AtomicU32> for OsFutex {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Woken {
         match crate::sys::futex_wait(word, expected, timeout) {
             Err(e) if e == crate::Errno::TIMEDOUT => Woken::TimedOut,
+            Err(e) if e == crate::Errno::INTR => Woken::Interrupted,
             _ => Woken::Recheck,
         }
     }
