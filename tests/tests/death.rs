@@ -314,3 +314,45 @@ fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply()
     assert_eq!((c.processes, c.connections, c.pulses), (1, 0, 0));
     assert_eq!(s.msg_reply(rcvid, 0, b""), Err(Errno::SRCH));
 }
+
+#[test]
+fn an_immediate_reply_timeout_never_delivers_the_message() {
+    let _w = Watchdog::new("immediate_reply_timeout", 60);
+    let ts = TestSystem::new("death-immediate", small_limits());
+    let s = &ts.sys;
+    let chid = s.channel_create(0).unwrap();
+    let coid = s.connect_attach(0, Pid(0), chid, 0, 0).unwrap();
+    // A receiver is waiting: the send fails before the copy, and the receiver keeps waiting.
+    let s1 = s.clone();
+    let receiver =
+        std::thread::spawn(move || s1.msg_receive(chid, &mut [0u8; 16]).map(|r| r.rcvid()));
+    while s.channel_stats(chid).unwrap().receivers < 1 {
+        std::thread::yield_now();
+    }
+    s.timer_timeout(kernel_sim::timeout::REPLY, None).unwrap();
+    assert_eq!(s.msg_send(coid, b"never", &mut []), Err(Errno::TIMEDOUT));
+    assert_eq!(s.last_send_outcome(), SendOutcome::NotReceived);
+    assert_eq!(
+        s.channel_stats(chid).unwrap().receivers,
+        1,
+        "the receiver got nothing"
+    );
+    s.msg_send_pulse(coid, 10, 1, 0).unwrap();
+    assert_eq!(receiver.join().unwrap(), Ok(0), "it then got the pulse");
+    // Queued: dropped with ETIMEDOUT when a receiver reaches it.
+    let s2 = s.clone();
+    let sender = std::thread::spawn(move || {
+        s2.timer_timeout(kernel_sim::timeout::REPLY, None).unwrap();
+        s2.msg_send(coid, b"queued", &mut [])
+    });
+    while s.channel_stats(chid).unwrap().queued < 1 {
+        std::thread::yield_now();
+    }
+    s.msg_send_pulse(coid, 1, 2, 0).unwrap();
+    let mut buf = [0u8; 16];
+    match s.msg_receive(chid, &mut buf).unwrap() {
+        Received::Pulse(p) => assert_eq!(p.code, 2, "the queued message was skipped"),
+        other => panic!("the message was delivered: {other:?}"),
+    }
+    assert_eq!(sender.join().unwrap(), Err(Errno::TIMEDOUT));
+}

@@ -226,6 +226,10 @@ const MI_LINK_HELD: u32 = 0x8000_0000;
 /// `ThreadSlot::alloc` of a dead client's slot that lingers until its server replies.
 const ALLOC_ORPHAN: u32 = u32::MAX;
 
+/// Set in a queued client's protocol word when its REPLY timeout was immediate: a receiver that
+/// reaches it drops it with `ETIMEDOUT` instead of receiving it (QNX never delivers it).
+const IMMEDIATE_REPLY_TIMEOUT: u32 = 0x40;
+
 /// `ThreadSlot::cpu` of a thread asleep in the kernel.
 const CPU_SLEEPING: u32 = u32::MAX;
 /// `ThreadSlot::cpu` of a thread that was asleep and has just been woken (set by the waker).
@@ -1861,6 +1865,23 @@ impl<'a> Kernel<'a> {
         None
     }
 
+    /// Whether a MsgReceive (not pulse-only) waiter is on the stack (channel lock held).
+    fn has_message_receiver(&self, c: &Channel) -> bool {
+        let mut cur = c.recv_top.load(X);
+        let mut guard = 0;
+        while cur != 0 && guard <= self.a.limits().thread_slots() {
+            guard += 1;
+            let Some(rt) = self.a.thread(cur - 1) else {
+                return false;
+            };
+            if rt.recv_pulse_only.load(X) == 0 {
+                return true;
+            }
+            cur = rt.recv_next.load(X);
+        }
+        false
+    }
+
     /// Takes `slot` off the receiver stack (channel lock held); false if it was not there (a
     /// sender popped it and is handing it something).
     fn recv_stack_remove(&self, c: &Channel, slot: u32) -> bool {
@@ -2119,7 +2140,21 @@ impl<'a> Kernel<'a> {
                     return Err(Errno::BADF);
                 }
                 c.last_sender.store(slot + 1, X);
-                match self.recv_stack_pop(c, false) {
+                // QNX: an immediate REPLY timeout never delivers the message: with a receiver
+                // waiting the send fails before the copy; queued, it is dropped when a receiver
+                // reaches it.
+                let immediate = timeouts.reply.is_some_and(|d| d <= Instant::now());
+                let receiver = if immediate {
+                    None
+                } else {
+                    self.recv_stack_pop(c, false)
+                };
+                if immediate && self.has_message_receiver(c) {
+                    ts.state.store(proto::make(gen, st::IDLE), W);
+                    ts.result_kind.store(result_kind::ERR_NOT_RECEIVED, X);
+                    return Err(Errno::TIMEDOUT);
+                }
+                match receiver {
                     Some(r) => {
                         let rt = a.thread(r).ok_or(Errno::BADF)?;
                         ts.state.store(proto::make(gen, st::RECV_COPY), W);
@@ -2132,6 +2167,10 @@ impl<'a> Kernel<'a> {
                     None => {
                         let flag = if timeouts.send.is_some() || timeouts.reply.is_some() {
                             WAKE_ON_TAKE
+                        } else {
+                            0
+                        } | if immediate {
+                            IMMEDIATE_REPLY_TIMEOUT
                         } else {
                             0
                         };
@@ -2300,7 +2339,27 @@ impl<'a> Kernel<'a> {
                 return Err(Errno::SRCH);
             }
             c.last_receiver.store(slot + 1, X);
-            let node = self.queue_take(c, |n| !pulse_only || n & 0x8000_0000 != 0);
+            let mut node = self.queue_take(c, |n| !pulse_only || n & 0x8000_0000 != 0);
+            // Senders with an immediate REPLY timeout are dropped (ETIMEDOUT) when reached.
+            let mut guard = 0;
+            while let Some(n) = node.filter(|&n| n & 0x8000_0000 == 0) {
+                let Some(ts) = a.thread(n - 1) else { break };
+                let w = ts.state.load(R);
+                if w & IMMEDIATE_REPLY_TIMEOUT == 0 || guard > a.limits().thread_slots() {
+                    break;
+                }
+                guard += 1;
+                ts.result_kind.store(result_kind::ERR_NOT_RECEIVED, X);
+                ts.result.store(Errno::TIMEDOUT.raw() as u32, X);
+                let _ = proto::transition(
+                    &ts.state,
+                    &OsFutex,
+                    proto::gen_of(w),
+                    st::SEND_BLOCKED,
+                    st::REPLIED,
+                );
+                node = self.queue_take(c, |n| !pulse_only || n & 0x8000_0000 != 0);
+            }
             match node {
                 Some(n) if n & 0x8000_0000 != 0 => {
                     let p = a.pulse(n & 0x7FFF_FFFF).ok_or(Errno::SRCH)?;
