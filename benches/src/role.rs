@@ -21,6 +21,9 @@ pub const SYSTEM_ENV: &str = "QSIM_BENCH_SYSTEM";
 pub const WAIT_ENV: &str = "QSIM_BENCH_WAIT";
 /// The floor mapping a `spin-server` or `futex-server` opens.
 pub const SHM_ENV: &str = "QSIM_BENCH_SHM";
+/// Set (to anything): the `kernel-server` receives messages but never replies, so its clients
+/// stay REPLY-blocked (the death-detection benchmark kills it then).
+pub const HOLD_ENV: &str = "QSIM_BENCH_HOLD";
 /// The CPU a peer pins itself to (unset: not pinned).
 pub const CPU_ENV: &str = "QSIM_BENCH_CPU";
 /// The bench's pid, to check that the parent-death signal was armed in time.
@@ -135,11 +138,13 @@ fn kernel_server() -> Result<(), BenchError> {
     say_ready(format_args!("{} {}", std::process::id(), chid.0))
         .map_err(|e| BenchError::Config(format!("writing the ready line: {e}")))?;
     let mut buf = vec![0u8; bench_limits().max_msg_size as usize];
+    let hold = env_opt(HOLD_ENV)?.is_some();
     loop {
         match sys
             .msg_receive(chid, &mut buf)
             .map_err(kernel("msg_receive"))?
         {
+            Received::Message { .. } if hold => {}
             Received::Message { rcvid, info } => {
                 let n = (info.msglen as usize).min(buf.len());
                 let msg = &buf[..n];

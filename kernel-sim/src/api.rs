@@ -472,7 +472,12 @@ fn watch(weak: Weak<Inner>, wake: std::os::fd::OwnedFd, started: std::sync::mpsc
         }
         let ready = crate::sys::poll_readable(&fds, scan);
         if ready.first() == Some(&true) {
-            return;
+            match crate::sys::drain(wake.as_fd()) {
+                // End of file: the last handle is gone.
+                Some(0) => return,
+                // A nudge: a process we just connected to must be watched now; rescan.
+                _ => continue,
+            }
         }
         let dead: Vec<u32> = watched
             .iter()
@@ -827,9 +832,19 @@ impl System {
         index: i32,
         flags: u32,
     ) -> Result<Coid> {
-        self.k()
+        let coid = self
+            .k()
             .connect_attach(nd, pid.0, chid.0, index, flags)
-            .map(Coid)
+            .map(Coid)?;
+        if pid.0 != 0 && pid.0 != self.inner.pid {
+            // Our watcher must hold this server's pidfd before the server can die unnoticed:
+            // have it rescan now rather than at its next periodic scan.
+            if let Some(w) = &self.inner._watch_wake {
+                use std::os::fd::AsFd;
+                crate::sys::nudge(w.as_fd());
+            }
+        }
+        Ok(coid)
     }
 
     /// `ConnectDetach(coid)`: detaches a client coid, or (with a scoid from a DISCONNECT pulse)

@@ -234,11 +234,11 @@ pub struct WakePipe {
 }
 
 impl WakePipe {
-    /// A new close-on-exec pipe.
+    /// A new close-on-exec, non-blocking pipe.
     pub fn new() -> Result<WakePipe, Errno> {
         let mut fds = [0i32; 2];
         // SAFETY: `fds` is a valid, writable array of two ints for pipe2 to fill.
-        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if r != 0 {
             return Err(Errno::last_os_error());
         }
@@ -322,4 +322,22 @@ pub fn thread_kill(tid: i32, sig: i32) -> Result<(), Errno> {
     } else {
         Err(Errno::last_os_error())
     }
+}
+
+/// Writes one byte to a non-blocking pipe (a nudge); a full pipe already holds a nudge.
+pub fn nudge(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let b = [1u8];
+    // SAFETY: `b` is a valid 1-byte buffer for the call; the fd is borrowed, so open.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 1) };
+}
+
+/// Reads what a non-blocking pipe holds: `Some(n)` bytes (0 = the write end is closed), `None`
+/// if nothing was there.
+pub fn drain(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 64];
+    // SAFETY: `b` is a valid, writable buffer of the length passed; the fd is borrowed, so open.
+    let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+    (n >= 0).then_some(n as usize)
 }

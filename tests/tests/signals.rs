@@ -86,3 +86,70 @@ fn signals_unblock_receive_send_and_reply_blocked_calls_as_qnx_does() {
         "one UNBLOCK pulse per REPLY-blocked period"
     );
 }
+
+#[test]
+fn across_processes_a_signal_and_timeouts_unblock_a_client_of_another_process() {
+    let _w = Watchdog::new("signals_xproc", 60);
+    signal::unblock_on(SIG).unwrap();
+    let ts = TestSystem::new("signals-xproc", small_limits());
+    let s = &ts.sys;
+    const HELPER: &str = env!("CARGO_BIN_EXE_kt-helper");
+    // SEND-blocked on another process's channel nobody receives on.
+    let idle = qsim_tests::Helper::spawn(HELPER, &["idle-server", &ts.name]);
+    let v = idle.expect("READY ");
+    let (pid, chid): (i32, i32) = (v[0].parse().unwrap(), v[1].parse().unwrap());
+    let coid = s
+        .connect_attach(0, Pid(pid), kernel_sim::Chid(chid), 0, 0)
+        .unwrap();
+    let tiny = std::time::Duration::from_millis(1);
+    assert_eq!(
+        s.msg_send_timeout(coid, b"x", &mut [], tiny),
+        Err(Errno::TIMEDOUT)
+    );
+    assert_eq!(s.last_send_outcome(), SendOutcome::NotReceived);
+    let s1 = s.clone();
+    let (tid, h) = spawn_with_tid(move || s1.msg_send(coid, b"x", &mut []));
+    while s
+        .channel_stats_of(Pid(pid), kernel_sim::Chid(chid))
+        .unwrap()
+        .queued
+        < 1
+    {
+        std::thread::yield_now();
+    }
+    signal::thread_kill(tid, SIG).unwrap();
+    assert_eq!(h.join().unwrap(), Err(Errno::INTR));
+    // REPLY-blocked on another process that holds the message.
+    let hold = qsim_tests::Helper::spawn(HELPER, &["hold-server", &ts.name]);
+    let v = hold.expect("READY ");
+    let (pid, chid): (i32, i32) = (v[0].parse().unwrap(), v[1].parse().unwrap());
+    let coid = s
+        .connect_attach(0, Pid(pid), kernel_sim::Chid(chid), 0, 0)
+        .unwrap();
+    let s2 = s.clone();
+    let (tid, h) =
+        spawn_with_tid(move || (s2.msg_send(coid, b"y", &mut []), s2.last_send_outcome()));
+    hold.expect("HOLDING ");
+    signal::thread_kill(tid, SIG).unwrap();
+    assert_eq!(
+        h.join().unwrap(),
+        (Err(Errno::INTR), SendOutcome::ReceivedNoReply)
+    );
+    let hold2 = qsim_tests::Helper::spawn(HELPER, &["hold-server", &ts.name]);
+    let v = hold2.expect("READY ");
+    let coid = s
+        .connect_attach(
+            0,
+            Pid(v[0].parse().unwrap()),
+            kernel_sim::Chid(v[1].parse().unwrap()),
+            0,
+            0,
+        )
+        .unwrap();
+    let s3 = s.clone();
+    let h = std::thread::spawn(move || {
+        s3.msg_send_timeout(coid, b"z", &mut [], std::time::Duration::from_millis(30))
+    });
+    hold2.expect("HOLDING ");
+    assert_eq!(h.join().unwrap(), Err(Errno::TIMEDOUT));
+}
