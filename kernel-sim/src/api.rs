@@ -606,6 +606,11 @@ fn deadline_after(d: Duration) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(d)
 }
 
+/// Any kernel call disarms a `timer_timeout` armed for the calling thread, as in QNX.
+fn disarm() {
+    let _ = ARMED.try_with(|a| a.take());
+}
+
 /// Consumes the armed timeout (any call disarms it) and returns the deadlines of the states in
 /// `applies` that it names.
 fn take_armed(applies: u32) -> Timeouts {
@@ -788,6 +793,7 @@ impl System {
     /// As [`System::channel_create`].
     #[doc(alias = "ChannelCreate")]
     pub fn channel_create_with(&self, flags: u32, wait: ChannelWait) -> Result<Chid> {
+        disarm();
         let mode = match wait {
             ChannelWait::System => 2,
             ChannelWait::Blocking => 1,
@@ -805,6 +811,7 @@ impl System {
     /// - `EINVAL`: `chid` is not a channel of this process.
     #[doc(alias = "ChannelDestroy")]
     pub fn channel_destroy(&self, chid: Chid) -> Result<()> {
+        disarm();
         self.k().channel_destroy(chid.0)
     }
 
@@ -832,6 +839,7 @@ impl System {
         index: i32,
         flags: u32,
     ) -> Result<Coid> {
+        disarm();
         let coid = self
             .k()
             .connect_attach(nd, pid.0, chid.0, index, flags)
@@ -856,6 +864,7 @@ impl System {
     /// - `EINVAL`: no such coid, or a scoid that still has client links.
     #[doc(alias = "ConnectDetach")]
     pub fn connect_detach(&self, coid: Coid) -> Result<()> {
+        disarm();
         self.k().connect_detach(coid.0)
     }
 
@@ -866,6 +875,7 @@ impl System {
     /// As [`System::connect_detach`].
     #[doc(alias = "ConnectDetach")]
     pub fn scoid_detach(&self, scoid: Scoid) -> Result<()> {
+        disarm();
         self.k().connect_detach(scoid.0)
     }
 
@@ -879,6 +889,7 @@ impl System {
     /// - `EINVAL`: no connection at or above `coid`.
     #[doc(alias = "ConnectServerInfo")]
     pub fn connect_server_info(&self, pid: Pid, coid: Coid) -> Result<ServerInfo> {
+        disarm();
         self.k().connect_server_info(pid.0, coid.0, false)
     }
 
@@ -890,6 +901,7 @@ impl System {
     /// As [`System::connect_server_info`].
     #[doc(alias = "ConnectServerInfo")]
     pub fn connect_server_info_live(&self, pid: Pid, coid: Coid) -> Result<ServerInfo> {
+        disarm();
         self.k().connect_server_info(pid.0, coid.0, true)
     }
 
@@ -901,6 +913,7 @@ impl System {
     /// - `EINVAL`: `scoid` lacks the side-channel bit or names no server connection of ours.
     #[doc(alias = "ConnectClientInfo")]
     pub fn connect_client_info(&self, scoid: Scoid) -> Result<ClientInfo> {
+        disarm();
         self.k().connect_client_info(scoid.0)
     }
 
@@ -914,6 +927,7 @@ impl System {
     /// - `EBADF`: no such coid.
     #[doc(alias = "ConnectFlags")]
     pub fn connect_flags(&self, pid: Pid, coid: Coid, mask: u32, bits: u32) -> Result<u32> {
+        disarm();
         self.k().connect_flags(pid.0, coid.0, mask, bits)
     }
 
@@ -1163,6 +1177,7 @@ impl System {
     /// - `EMSGSIZE`: `msg` is larger than the message-size limit.
     #[doc(alias = "MsgReply")]
     pub fn msg_reply(&self, rcvid: Rcvid, status: i32, msg: &[u8]) -> Result<()> {
+        disarm();
         self.k().msg_reply(rcvid.0, status, &[msg])
     }
 
@@ -1173,6 +1188,7 @@ impl System {
     /// As [`System::msg_reply`].
     #[doc(alias = "MsgReplyv")]
     pub fn msg_replyv(&self, rcvid: Rcvid, status: i32, iov: &[&[u8]]) -> Result<()> {
+        disarm();
         self.k().msg_reply(rcvid.0, status, iov)
     }
 
@@ -1184,6 +1200,7 @@ impl System {
     /// - `ESRCH`: as for [`System::msg_reply`].
     #[doc(alias = "MsgError")]
     pub fn msg_error(&self, rcvid: Rcvid, err: Errno) -> Result<()> {
+        disarm();
         self.k().msg_error(rcvid.0, err)
     }
 
@@ -1195,6 +1212,7 @@ impl System {
     /// - `ESRCH`: as for [`System::msg_reply`].
     #[doc(alias = "MsgRead")]
     pub fn msg_read(&self, rcvid: Rcvid, msg: &mut [u8], offset: usize) -> Result<usize> {
+        disarm();
         self.k().msg_read(rcvid.0, offset, msg)
     }
 
@@ -1207,6 +1225,7 @@ impl System {
     /// - `ESRCH`: as for [`System::msg_reply`].
     #[doc(alias = "MsgWrite")]
     pub fn msg_write(&self, rcvid: Rcvid, msg: &[u8], offset: usize) -> Result<usize> {
+        disarm();
         self.k().msg_write(rcvid.0, offset, msg)
     }
 
@@ -1217,6 +1236,7 @@ impl System {
     /// - `ESRCH`: as for [`System::msg_reply`].
     #[doc(alias = "MsgInfo")]
     pub fn msg_info(&self, rcvid: Rcvid) -> Result<MsgInfo> {
+        disarm();
         self.k().msg_info(rcvid.0)
     }
 
@@ -1231,6 +1251,7 @@ impl System {
     /// - `EAGAIN`: no pulse object left.
     #[doc(alias = "MsgSendPulse")]
     pub fn msg_send_pulse(&self, coid: Coid, priority: i32, code: i8, value: i32) -> Result<()> {
+        disarm();
         let slot = self.slot()?;
         self.k().msg_send_pulse(slot, coid.0, priority, code, value)
     }
@@ -1268,6 +1289,7 @@ impl System {
     /// - `EAGAIN`: no pulse object left.
     #[doc(alias = "MsgDeliverEvent")]
     pub fn msg_deliver_event(&self, rcvid: Rcvid, event: &crate::abi::SigEvent) -> Result<()> {
+        disarm();
         match *event {
             crate::abi::SigEvent::Pulse {
                 coid,

@@ -356,3 +356,28 @@ fn an_immediate_reply_timeout_never_delivers_the_message() {
     }
     assert_eq!(sender.join().unwrap(), Err(Errno::TIMEDOUT));
 }
+
+#[test]
+fn any_kernel_call_disarms_a_timer_timeout() {
+    let _w = Watchdog::new("disarm", 60);
+    let ts = TestSystem::new("death-disarm", small_limits());
+    let s = &ts.sys;
+    let chid = s.channel_create(0).unwrap();
+    let coid = s.connect_attach(0, Pid(0), chid, 0, 0).unwrap();
+    s.timer_timeout(kernel_sim::timeout::RECEIVE, None).unwrap();
+    s.connect_flags(Pid(0), coid, 0, 0).unwrap(); // a kernel call: the timeout is gone
+    let s1 = s.clone();
+    let poker = std::thread::spawn(move || {
+        while s1.channel_stats(chid).unwrap().receivers < 1 {
+            std::thread::yield_now();
+        }
+        s1.msg_send_pulse(coid, 10, 6, 0)
+    });
+    let mut buf = [0u8; 16];
+    let r = s.msg_receive(chid, &mut buf).unwrap();
+    assert!(
+        matches!(r, Received::Pulse(p) if p.code == 6),
+        "it blocked until the pulse: {r:?}"
+    );
+    poker.join().unwrap().unwrap();
+}
