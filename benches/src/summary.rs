@@ -74,10 +74,17 @@ pub fn format_ns(ns: f64) -> String {
 }
 
 /// The table of medians and their ratios to the two floors (`spin_floor`, `futex_floor` by
-/// name); rows without a median are listed as skipped.
+/// name); rows without a median are listed as skipped. A row named `<case>/<size>` is compared
+/// with the floors of its size, `spin_floor/<size>` and `futex_floor/<size>`.
 pub fn ratio_table(group: &str, rows: &[(&str, Option<f64>)]) -> String {
     let find = |name: &str| rows.iter().find(|r| r.0 == name).and_then(|r| r.1);
-    let (spin, futex) = (find("spin_floor"), find("futex_floor"));
+    let floors = |name: &str| {
+        let size = name.rfind('/').map_or("", |i| &name[i..]);
+        (
+            find(&format!("spin_floor{size}")),
+            find(&format!("futex_floor{size}")),
+        )
+    };
     let ratio = |v: f64, base: Option<f64>| match base {
         Some(b) if b > 0.0 => format!("{:.2}x", v / b),
         _ => "-".to_owned(),
@@ -87,6 +94,7 @@ pub fn ratio_table(group: &str, rows: &[(&str, Option<f64>)]) -> String {
         "case", "median", "/ spin_floor", "/ futex_floor"
     );
     for (name, median) in rows {
+        let (spin, futex) = floors(name);
         match median {
             Some(m) => out.push_str(&format!(
                 "{name:<20} {:>12} {:>14} {:>14}\n",
@@ -134,5 +142,29 @@ mod tests {
             r.record(5, Duration::from_nanos(5 * ns));
         }
         assert_eq!(r.median_ns(4), Some(25.0));
+    }
+
+    #[test]
+    fn sized_rows_are_compared_with_the_floors_of_their_size() {
+        let rows = [
+            ("msg_send/4KiB", Some(300.0)),
+            ("futex_floor/4KiB", Some(600.0)),
+            ("spin_floor/4KiB", Some(100.0)),
+            ("msg_send/64KiB", Some(4000.0)),
+            ("futex_floor/64KiB", Some(8000.0)),
+            ("spin_floor/64KiB", Some(2000.0)),
+        ];
+        let table = ratio_table("g", &rows);
+        let line = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap()
+                .split_whitespace()
+                .skip(3)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(line("msg_send/4KiB"), ["3.00x", "0.50x"]);
+        assert_eq!(line("msg_send/64KiB"), ["2.00x", "0.50x"]);
     }
 }
