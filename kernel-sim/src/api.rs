@@ -467,11 +467,12 @@ fn watch(weak: Weak<Inner>, wake: std::os::fd::OwnedFd, started: std::sync::mpsc
         };
         let mut fds = vec![wake.as_fd()];
         fds.extend(watched.iter().map(|(_, f)| f.0.as_fd()));
+        let mut set = crate::sys::PollSet::new(&fds);
         if let Some(tx) = started.take() {
             let _ = tx.send(());
         }
-        let ready = crate::sys::poll_readable(&fds, scan);
-        if ready.first() == Some(&true) {
+        set.wait(scan);
+        if set.ready(0) {
             match crate::sys::drain(wake.as_fd()) {
                 // End of file: the last handle is gone.
                 Some(0) => return,
@@ -481,9 +482,9 @@ fn watch(weak: Weak<Inner>, wake: std::os::fd::OwnedFd, started: std::sync::mpsc
         }
         let dead: Vec<u32> = watched
             .iter()
-            .zip(ready.iter().skip(1))
-            .filter(|(_, r)| **r)
-            .map(|((key, _), _)| key.0)
+            .enumerate()
+            .filter(|(i, _)| set.ready(i + 1))
+            .map(|(_, (key, _))| key.0)
             .collect();
         if dead.is_empty() {
             continue;

@@ -253,28 +253,46 @@ impl WakePipe {
     }
 }
 
-/// Waits until one of `fds` is readable (or hung up), at most `timeout`; returns which are.
-pub fn poll_readable(
-    fds: &[std::os::fd::BorrowedFd<'_>],
-    timeout: std::time::Duration,
-) -> Vec<bool> {
-    use std::os::fd::AsRawFd;
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|f| libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `p` is a valid array of `p.len()` pollfd structs that lives across the call; the fds
-    // are borrowed, so they stay open for its duration.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if r <= 0 {
-        return vec![false; fds.len()];
+/// A set of fds to wait on for readability, built before the wait so the wait itself allocates
+/// nothing (the watcher sleeps in it while a process measures its send path).
+pub struct PollSet(Vec<libc::pollfd>);
+
+impl PollSet {
+    /// The set of `fds`, all waited on for readability.
+    pub fn new(fds: &[std::os::fd::BorrowedFd<'_>]) -> PollSet {
+        use std::os::fd::AsRawFd;
+        PollSet(
+            fds.iter()
+                .map(|f| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect(),
+        )
     }
-    p.iter().map(|x| x.revents != 0).collect()
+
+    /// Waits until one is readable (or hung up), at most `timeout`.
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        for p in self.0.iter_mut() {
+            p.revents = 0;
+        }
+        // SAFETY: the vector holds `len()` valid pollfd structs for the duration of the call; the
+        // caller keeps the fds open while it uses the set (they were borrowed to build it and
+        // belong to the caller's own objects, which outlive the wait).
+        let r = unsafe { libc::poll(self.0.as_mut_ptr(), self.0.len() as libc::nfds_t, ms) };
+        if r <= 0 {
+            for p in self.0.iter_mut() {
+                p.revents = 0;
+            }
+        }
+    }
+
+    /// Whether fd `i` of the set was readable (or hung up) after the last wait.
+    pub fn ready(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(|p| p.revents != 0)
+    }
 }
 
 /// Kills the calling process with SIGKILL (crash points).
