@@ -2026,7 +2026,12 @@ impl<'a> Kernel<'a> {
             p if p & 0xFF == 0 => return Err(Errno::INVAL),
             p => (p as u32) & 0xFF,
         };
-        let scoid = a.conn(t.conn).map_or(0, |c| c.scoid.load(X));
+        self.pulse_through(t, code, value, prio)
+    }
+
+    /// Delivers a user pulse through a resolved connection (its scoid in the pulse).
+    fn pulse_through(&self, t: Target, code: i8, value: i32, prio: u32) -> Result<(), Errno> {
+        let scoid = self.a.conn(t.conn).map_or(0, |c| c.scoid.load(X));
         self.deliver_pulse(
             t.chan,
             t.chan_gen,
@@ -2058,16 +2063,7 @@ impl<'a> Kernel<'a> {
             return Err(Errno::INVAL);
         }
         let t = self.resolve(coid)?;
-        let scoid = self.a.conn(t.conn).map_or(0, |c| c.scoid.load(X));
-        self.deliver_pulse(
-            t.chan,
-            t.chan_gen,
-            code,
-            value,
-            SIDE_CHANNEL | scoid as i32,
-            prio,
-            false,
-        )
+        self.pulse_through(t, code, value, prio)
     }
 
     // ----- messages -----------------------------------------------------------------------
