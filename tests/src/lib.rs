@@ -177,6 +177,32 @@ impl Drop for Helper {
     }
 }
 
+/// Starts `helper`'s `send` mode: a client in another process that connects to channel `chid`
+/// of process `pid` and sends one patterned request of `len` bytes at priority `prio`, with a
+/// reply buffer of `rbytes`; it prints `SENDING <coid>`, then `STATUS ...` or `ERR ...`.
+pub fn send_one(
+    helper: &str,
+    system: &str,
+    pid: &str,
+    chid: &str,
+    len: usize,
+    rbytes: usize,
+    prio: u8,
+) -> Helper {
+    Helper::spawn(
+        helper,
+        &[
+            "send",
+            system,
+            pid,
+            chid,
+            &len.to_string(),
+            &rbytes.to_string(),
+            &prio.to_string(),
+        ],
+    )
+}
+
 /// Aborts the whole test binary if the test is still running after `secs` (a hung blocking call
 /// must fail the run, not stall it); the helpers then see end-of-file on stdin and exit.
 pub struct Watchdog(Option<mpsc::Sender<()>>);

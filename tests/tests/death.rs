@@ -99,12 +99,12 @@ fn a_killed_client_s_rcvid_gives_esrch_and_its_connection_ends_with_a_disconnect
     let me = s.pid().0.to_string();
     let chid_s = chid.0.to_string();
     // One client REPLY-blocked (we received), one SEND-blocked (queued behind it).
-    let mut replied = Helper::spawn(HELPER, &["send", &ts.name, &me, &chid_s, "8", "8", "10"]);
+    let mut replied = qsim_tests::send_one(HELPER, &ts.name, &me, &chid_s, 8, 8, 10);
     let mut buf = [0u8; 16];
     let Received::Message { rcvid, info } = s.msg_receive(chid, &mut buf).unwrap() else {
         panic!("pulse")
     };
-    let mut queued = Helper::spawn(HELPER, &["send", &ts.name, &me, &chid_s, "8", "8", "10"]);
+    let mut queued = qsim_tests::send_one(HELPER, &ts.name, &me, &chid_s, 8, 8, 10);
     queued.expect("SENDING ");
     while s.channel_stats(chid).unwrap().queued == 0 {
         std::thread::yield_now();
@@ -265,17 +265,14 @@ fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply()
     let ts = TestSystem::new("death-linger", small_limits());
     let s = &ts.sys;
     let chid = s.channel_create(chf::UNBLOCK | chf::DISCONNECT).unwrap();
-    let mut client = Helper::spawn(
+    let mut client = qsim_tests::send_one(
         HELPER,
-        &[
-            "send",
-            &ts.name,
-            &s.pid().0.to_string(),
-            &chid.0.to_string(),
-            "8",
-            "8",
-            "10",
-        ],
+        &ts.name,
+        &s.pid().0.to_string(),
+        &chid.0.to_string(),
+        8,
+        8,
+        10,
     );
     let mut buf = [0u8; 16];
     let Received::Message { rcvid, info } = s.msg_receive(chid, &mut buf).unwrap() else {

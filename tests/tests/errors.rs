@@ -2,7 +2,7 @@
 //! signal or timeout (those come with the death-handling tests).
 
 use kernel_sim::{chf, cof, Chid, Coid, Errno, Limits, Pid, Rcvid, Received, Scoid, SIDE_CHANNEL};
-use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use qsim_tests::{small_limits, TestSystem, Watchdog};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_kt-helper");
 
@@ -101,32 +101,29 @@ fn a_rcvid_of_another_process_channel_gives_esrch() {
     let ts = TestSystem::new("err-foreign", small_limits());
     let s = &ts.sys;
     let chid = s.channel_create(0).unwrap();
-    let client = Helper::spawn(
+    let client = qsim_tests::send_one(
         HELPER,
-        &[
-            "send",
-            &ts.name,
-            &s.pid().0.to_string(),
-            &chid.0.to_string(),
-            "8",
-            "8",
-            "10",
-        ],
+        &ts.name,
+        &s.pid().0.to_string(),
+        &chid.0.to_string(),
+        8,
+        8,
+        10,
     );
     let mut buf = [0u8; 8];
     let Received::Message { rcvid, .. } = s.msg_receive(chid, &mut buf).unwrap() else {
         panic!("pulse")
     };
-    // The client itself (another process) cannot reply to its own rcvid: it is on our channel.
+    // Another process cannot reply to (or read, write, ask about) a rcvid of our channel: QNX
+    // checks the rcvid belongs to one of the caller's channels.
+    let third = qsim_tests::Helper::spawn(HELPER, &["reply", &ts.name, &rcvid.0.to_string()]);
+    assert_eq!(third.expect("REPLY ")[0], "ESRCH");
+    // Another handle of this same process shares its registration: allowed.
     let other = kernel_sim::SystemBuilder::new()
         .name(&ts.name)
         .attach()
         .unwrap();
-    assert_eq!(
-        other.msg_reply(rcvid, 0, b""),
-        Ok(()),
-        "same process, another handle: allowed"
-    );
+    assert_eq!(other.msg_reply(rcvid, 0, b""), Ok(()));
     assert_eq!(client.expect("STATUS ")[0], "0");
 }
 
@@ -340,12 +337,12 @@ fn destroying_a_channel_fails_its_blocked_senders_with_esrch() {
     let me = s.pid().0.to_string();
     let chid_s = chid.0.to_string();
     // One client REPLY-blocked (received), one SEND-blocked (queued).
-    let replied = Helper::spawn(HELPER, &["send", &ts.name, &me, &chid_s, "8", "8", "10"]);
+    let replied = qsim_tests::send_one(HELPER, &ts.name, &me, &chid_s, 8, 8, 10);
     let mut buf = [0u8; 8];
     let Received::Message { rcvid, .. } = s.msg_receive(chid, &mut buf).unwrap() else {
         panic!("pulse")
     };
-    let queued = Helper::spawn(HELPER, &["send", &ts.name, &me, &chid_s, "8", "8", "10"]);
+    let queued = qsim_tests::send_one(HELPER, &ts.name, &me, &chid_s, 8, 8, 10);
     queued.expect("SENDING ");
     while s.channel_stats(chid).unwrap().queued == 0 {
         std::thread::yield_now();
@@ -382,17 +379,14 @@ fn msg_receive_pulse_takes_pulses_and_leaves_messages_queued() {
     let ts = TestSystem::new("err-rpulse", small_limits());
     let s = &ts.sys;
     let chid = s.channel_create(0).unwrap();
-    let client = Helper::spawn(
+    let client = qsim_tests::send_one(
         HELPER,
-        &[
-            "send",
-            &ts.name,
-            &s.pid().0.to_string(),
-            &chid.0.to_string(),
-            "8",
-            "8",
-            "30",
-        ],
+        &ts.name,
+        &s.pid().0.to_string(),
+        &chid.0.to_string(),
+        8,
+        8,
+        30,
     );
     client.expect("SENDING ");
     while s.channel_stats(chid).unwrap().queued == 0 {

@@ -142,17 +142,14 @@ fn short_buffers_truncate_and_msg_read_and_msg_write_reach_the_rest() {
     let ts = TestSystem::new("short", small_limits());
     let sys = &ts.sys;
     let chid = sys.channel_create(0).unwrap();
-    let client = Helper::spawn(
+    let client = qsim_tests::send_one(
         HELPER,
-        &[
-            "send",
-            &ts.name,
-            &sys.pid().0.to_string(),
-            &chid.0.to_string(),
-            "1000",
-            "100",
-            "10",
-        ],
+        &ts.name,
+        &sys.pid().0.to_string(),
+        &chid.0.to_string(),
+        1000,
+        100,
+        10,
     );
     let mut head = [0u8; 10];
     let Received::Message { rcvid, info } = sys.msg_receive(chid, &mut head).unwrap() else {
@@ -204,7 +201,7 @@ fn msg_error_relays_the_errno_and_eok_means_success() {
         (Errno::NOSYS, "ERR ENOSYS"),
         (Errno::OK, "STATUS 0"),
     ] {
-        let client = Helper::spawn(HELPER, &["send", &ts.name, &me, &chid_s, "8", "8", "10"]);
+        let client = qsim_tests::send_one(HELPER, &ts.name, &me, &chid_s, 8, 8, 10);
         let mut buf = [0u8; 8];
         let Received::Message { rcvid, .. } = sys.msg_receive(chid, &mut buf).unwrap() else {
             panic!("pulse")

@@ -49,17 +49,14 @@ fn a_process_that_exits_normally_releases_its_connections() {
     let ts = TestSystem::new("exitrel", small_limits());
     let s = &ts.sys;
     let att = s.name_attach("svc").unwrap();
-    let client = Helper::spawn(
+    let client = qsim_tests::send_one(
         HELPER,
-        &[
-            "send",
-            &ts.name,
-            &s.pid().0.to_string(),
-            &att.chid.0.to_string(),
-            "16",
-            "16",
-            "10",
-        ],
+        &ts.name,
+        &s.pid().0.to_string(),
+        &att.chid.0.to_string(),
+        16,
+        16,
+        10,
     );
     let mut buf = [0u8; 64];
     let Received::Message { rcvid, info } = s.msg_receive(att.chid, &mut buf).unwrap() else {

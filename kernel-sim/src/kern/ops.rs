@@ -1845,6 +1845,32 @@ impl<'a> Kernel<'a> {
     }
 
     fn recv_stack_pop_kind(&self, c: &Channel, pulse_only: bool) -> Option<u32> {
+        self.recv_stack_find(c, true, |_, rt| {
+            (rt.recv_pulse_only.load(X) != 0) == pulse_only
+        })
+    }
+
+    /// Whether a MsgReceive (not pulse-only) waiter is on the stack (channel lock held).
+    fn has_message_receiver(&self, c: &Channel) -> bool {
+        self.recv_stack_find(c, false, |_, rt| rt.recv_pulse_only.load(X) == 0)
+            .is_some()
+    }
+
+    /// Takes `slot` off the receiver stack (channel lock held); false if it was not there (a
+    /// sender popped it and is handing it something).
+    fn recv_stack_remove(&self, c: &Channel, slot: u32) -> bool {
+        self.recv_stack_find(c, true, |s, _| s == slot).is_some()
+    }
+
+    /// Walks the receiver stack from the top (newest first; channel lock held) to the first
+    /// waiter `want` accepts, and unlinks it if `unlink`. The walk is bounded by the number of
+    /// thread slots and stops at an invalid link, whatever the arena holds.
+    fn recv_stack_find(
+        &self,
+        c: &Channel,
+        unlink: bool,
+        want: impl Fn(u32, &ThreadSlot) -> bool,
+    ) -> Option<u32> {
         let mut prev: Option<&AtomicU32> = None;
         let mut cur = c.recv_top.load(X);
         let mut guard = 0;
@@ -1852,10 +1878,12 @@ impl<'a> Kernel<'a> {
             guard += 1;
             let rt = self.a.thread(cur - 1)?;
             let after = rt.recv_next.load(X);
-            if (rt.recv_pulse_only.load(X) != 0) == pulse_only {
-                match prev {
-                    Some(p) => p.store(after, X),
-                    None => c.recv_top.store(after, X),
+            if want(cur - 1, rt) {
+                if unlink {
+                    match prev {
+                        Some(p) => p.store(after, X),
+                        None => c.recv_top.store(after, X),
+                    }
                 }
                 return Some(cur - 1);
             }
@@ -1863,48 +1891,6 @@ impl<'a> Kernel<'a> {
             cur = after;
         }
         None
-    }
-
-    /// Whether a MsgReceive (not pulse-only) waiter is on the stack (channel lock held).
-    fn has_message_receiver(&self, c: &Channel) -> bool {
-        let mut cur = c.recv_top.load(X);
-        let mut guard = 0;
-        while cur != 0 && guard <= self.a.limits().thread_slots() {
-            guard += 1;
-            let Some(rt) = self.a.thread(cur - 1) else {
-                return false;
-            };
-            if rt.recv_pulse_only.load(X) == 0 {
-                return true;
-            }
-            cur = rt.recv_next.load(X);
-        }
-        false
-    }
-
-    /// Takes `slot` off the receiver stack (channel lock held); false if it was not there (a
-    /// sender popped it and is handing it something).
-    fn recv_stack_remove(&self, c: &Channel, slot: u32) -> bool {
-        let mut prev: Option<&AtomicU32> = None;
-        let mut cur = c.recv_top.load(X);
-        let mut guard = 0;
-        while cur != 0 && guard <= self.a.limits().thread_slots() {
-            guard += 1;
-            let Some(rt) = self.a.thread(cur - 1) else {
-                return false;
-            };
-            let after = rt.recv_next.load(X);
-            if cur - 1 == slot {
-                match prev {
-                    Some(p) => p.store(after, X),
-                    None => c.recv_top.store(after, X),
-                }
-                return true;
-            }
-            prev = Some(&rt.recv_next);
-            cur = after;
-        }
-        false
     }
 
     // ----- pulses -------------------------------------------------------------------------

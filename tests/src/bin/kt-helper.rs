@@ -19,6 +19,7 @@
 //!   `die_at` (0: never); prints `CLEANED <bool> WRITES <n>`.
 //! - `pound <system> <name> <seed>`: sends to the server named `name` for ever, reconnecting
 //!   after EBADF/ESRCH; prints `PROGRESS <n>` every 20 replies, `BADERR ...` for other errors.
+//! - `reply <system> <rcvid>`: tries to reply to the rcvid; prints `REPLY OK` or `REPLY <errno>`.
 //! - `attach <system>` / `create <system>`: attaches to (or creates) the system, prints `OK` or
 //!   `ERR <error>`.
 //!
@@ -352,6 +353,15 @@ fn main() {
                     }
                     Err(e) => println!("BADERR send {e:?}"),
                 }
+            }
+        }
+        "reply" => {
+            // Tries to reply to a rcvid of another process's channel.
+            let sys = attach(&args[1]);
+            let rcvid: i32 = arg(&args, 2);
+            match sys.msg_reply(kernel_sim::Rcvid(rcvid), 0, b"") {
+                Ok(()) => println!("REPLY OK"),
+                Err(e) => println!("REPLY {e:?}"),
             }
         }
         "attach" => match SystemBuilder::new().name(&args[1]).attach() {
