@@ -66,6 +66,11 @@ errnos! {
     NOTSUP = libc::ENOTSUP, "ENOTSUP";
     TIMEDOUT = libc::ETIMEDOUT, "ETIMEDOUT";
     OVERFLOW = libc::EOVERFLOW, "EOVERFLOW";
+    /// A malformed message: a header shorter than its type needs, or a length that lies.
+    BADMSG = libc::EBADMSG, "EBADMSG";
+    ISDIR = libc::EISDIR, "EISDIR";
+    FBIG = libc::EFBIG, "EFBIG";
+    SPIPE = libc::ESPIPE, "ESPIPE";
     /// QNX `ENOREMOTE`: a non-local node descriptor (no network manager). No Linux equivalent.
     NOREMOTE = 2001, "ENOREMOTE";
     /// QNX `ESRVRFAULT`: the server faulted on a transfer. No Linux equivalent; the simulator
@@ -193,6 +198,28 @@ pub mod chf {
     pub const ASYNC: u32 = 0x0400;
     /// `_NTO_CHF_GLOBAL`.
     pub const GLOBAL: u32 = 0x0800;
+}
+
+/// `resmgr_attach` flags (`_RESMGR_FLAG_*`), QNX 6.4.1 values. The simulator acts on
+/// `BEFORE`, `AFTER` and `DIR`; the others are accepted and recorded (shown by `pidin`).
+pub mod resmgr_flag {
+    /// `_RESMGR_FLAG_BEFORE`: stay ahead of registrations made later at the same mountpoint.
+    pub const BEFORE: u32 = 0x0001;
+    /// `_RESMGR_FLAG_AFTER`: stay behind registrations made later at the same mountpoint.
+    pub const AFTER: u32 = 0x0002;
+    /// `_RESMGR_FLAG_OPAQUE`: do not resolve to servers at shorter mountpoints (recorded only).
+    pub const OPAQUE: u32 = 0x0004;
+    /// `_RESMGR_FLAG_FTYPEONLY` (recorded only).
+    pub const FTYPEONLY: u32 = 0x0008;
+    /// `_RESMGR_FLAG_FTYPEALL` (recorded only).
+    pub const FTYPEALL: u32 = 0x0010;
+    /// `_RESMGR_FLAG_DIR`: the mountpoint is a directory; longer paths below it resolve to
+    /// this server, which receives the rest of the path in `_IO_CONNECT`.
+    pub const DIR: u32 = 0x0100;
+    /// `_RESMGR_FLAG_SELF` (recorded only).
+    pub const SELF: u32 = 0x0200;
+    /// Every valid flag.
+    pub const MASK: u32 = 0x031f;
 }
 
 /// Connection flags (`_NTO_COF_*`), QNX 6.4.1 values.

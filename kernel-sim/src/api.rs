@@ -603,12 +603,12 @@ thread_local! {
     static ARMED: std::cell::Cell<Option<(u32, Duration)>> = const { std::cell::Cell::new(None) };
 }
 
-fn deadline_after(d: Duration) -> Option<std::time::Instant> {
+pub(crate) fn deadline_after(d: Duration) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(d)
 }
 
 /// Any kernel call disarms a `timer_timeout` armed for the calling thread, as in QNX.
-fn disarm() {
+pub(crate) fn disarm() {
     let _ = ARMED.try_with(|a| a.take());
 }
 
@@ -725,7 +725,7 @@ impl System {
         self.inner.arena.is_unlinked()
     }
 
-    fn k(&self) -> Kernel<'_> {
+    pub(crate) fn k(&self) -> Kernel<'_> {
         self.inner.kernel()
     }
 
@@ -1510,6 +1510,29 @@ impl System {
         Ok(NameAttach { chid, path })
     }
 
+    /// `name_attach(dpp, name, 0)` with a dispatch that has a channel already: registers
+    /// `/dev/name/local/<name>` for the caller's channel `chid` (a resource manager that also
+    /// wants a name). Detach it with [`System::name_detach_keep`], or let
+    /// [`System::name_detach`] destroy the channel too.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::name_attach`]; `EINVAL` also if `chid` is not a channel of the caller.
+    pub fn name_attach_on(&self, chid: Chid, name: &str) -> Result<NameAttach> {
+        let path = name_path(name)?;
+        self.k().name_register(&path, chid.0)?;
+        Ok(NameAttach { chid, path })
+    }
+
+    /// `name_detach(attach, NAME_FLAG_DETACH_SAVEDPP)`: removes the name and keeps the channel.
+    ///
+    /// # Errors
+    ///
+    /// - `ENOENT`: the name is not attached; `EPERM`: another process holds it.
+    pub fn name_detach_keep(&self, attach: &NameAttach) -> Result<()> {
+        self.k().name_unregister(&attach.path)
+    }
+
     /// `name_detach(attach, 0)`: removes the name and destroys its channel.
     ///
     /// # Errors
@@ -1538,7 +1561,8 @@ impl System {
         let msg = iomsg::IoConnect {
             subtype: iomsg::IO_CONNECT_OPEN,
             file_type: iomsg::FTYPE_NAME,
-            ioflag: libc::O_RDWR as u32,
+            handle: 0,
+            ioflag: iomsg::ioflag_from_oflag(libc::O_RDWR),
             mode: 0,
             path: String::new(),
         }

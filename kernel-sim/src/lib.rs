@@ -24,6 +24,8 @@
 //! Module map (arrows point down):
 //!
 //! - [`api`]: [`System`] and the QNX-shaped calls (`channel_create`, `msg_send`, ...).
+//! - [`fileio`]: the path space (`resmgr_attach`, path resolution) and the client helpers
+//!   `open`, `read`, `write`, `lseek`, `devctl`, each an ordinary send of an `_IO_*` message.
 //! - [`iomsg`]: the `_IO_*` message headers and the helper that answers `_IO_CONNECT`,
 //!   `_IO_DUP` and `_IO_CLOSE` for raw servers.
 //! - [`kern`]: objects and state machine; [`kern::proto`] is the slot protocol and lock.
@@ -39,6 +41,8 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod api;
 #[cfg(not(loom))]
+pub mod fileio;
+#[cfg(not(loom))]
 pub mod iomsg;
 #[cfg(not(loom))]
 pub mod shm;
@@ -50,6 +54,8 @@ mod sys;
 pub use abi::*;
 #[cfg(not(loom))]
 pub use api::*;
+#[cfg(not(loom))]
+pub use fileio::PathId;
 #[cfg(not(loom))]
 pub use kern::layout::Limits;
 #[cfg(not(loom))]

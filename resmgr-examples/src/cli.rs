@@ -1,9 +1,13 @@
 //! The command-line front ends of the examples, shared by the standalone binaries
-//! (`echo-server`, `echo-client`) and `qsim run`.
+//! (`echo-server`, `echo-client`) and `qsim run <example>`.
 
 use crate::echo;
+use crate::examples::{counter, devices, files};
+use crate::journal::Journal;
+use crate::resmgr::Stats;
 use clap::Args;
-use kernel_sim::{System, SystemBuilder};
+use kernel_sim::{Errno, System, SystemBuilder};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -144,5 +148,346 @@ pub fn echo_client(args: &EchoClientArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail("echo-client", e),
+    }
+}
+
+// ----- the resource-manager examples --------------------------------------------------------
+
+fn open_system(who: &str, sys: &SystemArg) -> Result<System, ExitCode> {
+    sys.builder().open().map_err(|e| fail(who, e))
+}
+
+fn open_journal(path: &Option<PathBuf>) -> Result<Option<Journal>, String> {
+    path.as_ref()
+        .map(|p| Journal::open(p).map_err(|e| format!("journal {}: {e}", p.display())))
+        .transpose()
+}
+
+/// Arguments every example server takes.
+#[derive(Args, Debug, Clone)]
+pub struct ServerCommon {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Record every request handled in this file, before replying (see the journal docs).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Receiving threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Exit when stdin reaches end of file (so a supervisor or test that dies takes the server
+    /// with it).
+    #[arg(long)]
+    pub exit_on_eof: bool,
+}
+
+impl ServerCommon {
+    fn watch_stdin(&self, who: &'static str) {
+        if self.exit_on_eof {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                    line.clear();
+                }
+                eprintln!("{who}: stdin closed, exiting");
+                std::process::exit(0);
+            });
+        }
+    }
+}
+
+/// Arguments every example client takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientCommon {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Seconds to wait for the server's path to appear.
+    #[arg(long, default_value_t = 5.0)]
+    pub wait: f64,
+}
+
+impl ClientCommon {
+    fn wait(&self) -> Option<Duration> {
+        Some(Duration::from_secs_f64(self.wait.max(0.0)))
+    }
+}
+
+/// `/dev/null` and `/dev/zero` server.
+#[derive(Args, Debug, Clone)]
+pub struct DevicesServerArgs {
+    #[command(flatten)]
+    pub common: ServerCommon,
+}
+
+/// Reads from `/dev/zero`, writes to and reads from `/dev/null`.
+#[derive(Args, Debug, Clone)]
+pub struct DevicesClientArgs {
+    #[command(flatten)]
+    pub common: ClientCommon,
+    /// Bytes to read from /dev/zero.
+    #[arg(long, default_value_t = 4096)]
+    pub bytes: usize,
+}
+
+/// Counter server (`/dev/counter`).
+#[derive(Args, Debug, Clone)]
+pub struct CounterServerArgs {
+    #[command(flatten)]
+    pub common: ServerCommon,
+}
+
+/// Counter client: runs each COMMAND in order and prints its result.
+#[derive(Args, Debug, Clone)]
+pub struct CounterClientArgs {
+    #[command(flatten)]
+    pub common: ClientCommon,
+    /// The first request id to send with `add`s (each add uses the next).
+    #[arg(long, default_value_t = 1)]
+    pub first_id: u64,
+    /// Commands: `get`, `add:N`, `reset`, `cat` (read the value as text), `bogus` (an unknown
+    /// devctl, to see ENOTTY).
+    #[arg(default_values_t = vec!["get".to_string()])]
+    pub commands: Vec<String>,
+}
+
+/// File server: serves a host directory under a mountpoint.
+#[derive(Args, Debug, Clone)]
+pub struct FileServerArgs {
+    #[command(flatten)]
+    pub common: ServerCommon,
+    /// The host directory whose files are served.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// The mountpoint in the system's path space.
+    #[arg(long, default_value = files::FILES_PATH)]
+    pub mount: String,
+}
+
+/// File client: opens PATH, optionally seeks, and reads it in chunks, printing each.
+#[derive(Args, Debug, Clone)]
+pub struct FileClientArgs {
+    #[command(flatten)]
+    pub common: ClientCommon,
+    /// Bytes per read.
+    #[arg(long, default_value_t = 16)]
+    pub chunk: usize,
+    /// Seek to this offset first.
+    #[arg(long)]
+    pub seek: Option<u64>,
+    /// Stop after this many reads (default: read to the end).
+    #[arg(long)]
+    pub reads: Option<usize>,
+    /// Then keep the file open until stdin closes (to see what a client's death does).
+    #[arg(long)]
+    pub hold: bool,
+    /// The file, such as /files/hello.txt.
+    pub path: String,
+}
+
+fn serve_report(who: &str, res: Result<Stats, Errno>) -> ExitCode {
+    match res {
+        Ok(st) => {
+            println!(
+                "{who}: stopping: {} requests ({} errors), {} opens, {} closes, {} closed for clients that went away",
+                st.requests, st.errors, st.opens, st.closes, st.client_gone
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(who, e),
+    }
+}
+
+/// Runs the devices server.
+pub fn devices_server(args: &DevicesServerArgs) -> ExitCode {
+    let who = "devices-server";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    args.common.watch_stdin(who);
+    let journal = match open_journal(&args.common.journal) {
+        Ok(j) => j,
+        Err(e) => return fail(who, e),
+    };
+    let res = devices::serve(&sys, journal, args.common.threads, |_| {
+        println!(
+            "{who}: pid {} serves {} and {} on system {}",
+            sys.pid().0,
+            devices::NULL_PATH,
+            devices::ZERO_PATH,
+            sys.name()
+        )
+    });
+    serve_report(who, res)
+}
+
+/// Runs the devices client.
+pub fn devices_client(args: &DevicesClientArgs) -> ExitCode {
+    let who = "devices-client";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if let Err(e) = sys.path_wait(devices::ZERO_PATH, args.common.wait()) {
+        return fail(who, format!("{}: {e}", devices::ZERO_PATH));
+    }
+    match devices::client(&sys, args.bytes) {
+        Ok(r) => {
+            println!(
+                "{who}: read {} bytes from {} (all zero: {})",
+                r.zero_read.0,
+                devices::ZERO_PATH,
+                r.zero_read.1
+            );
+            println!(
+                "{who}: wrote {} bytes to {}, read back {} bytes",
+                r.null_written,
+                devices::NULL_PATH,
+                r.null_read
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(who, e),
+    }
+}
+
+/// Runs the counter server.
+pub fn counter_server(args: &CounterServerArgs) -> ExitCode {
+    let who = "counter-server";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    args.common.watch_stdin(who);
+    let res = counter::serve(&sys, args.common.journal.as_deref(), |d| {
+        println!(
+            "{who}: pid {} serves {} on system {}, value {}",
+            sys.pid().0,
+            counter::COUNTER_PATH,
+            sys.name(),
+            d.resource().value()
+        )
+    });
+    serve_report(who, res)
+}
+
+/// Runs the counter client.
+pub fn counter_client(args: &CounterClientArgs) -> ExitCode {
+    let who = "counter-client";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let fd = match sys.open_wait(counter::COUNTER_PATH, libc::O_RDWR, args.common.wait()) {
+        Ok(fd) => fd,
+        Err(e) => return fail(who, format!("{}: {e}", counter::COUNTER_PATH)),
+    };
+    let mut id = args.first_id;
+    for cmd in &args.commands {
+        let res = match cmd.split_once(':') {
+            None if cmd == "get" => counter::get(&sys, fd).map(|v| format!("get {v}")),
+            None if cmd == "reset" => counter::reset(&sys, fd).map(|()| "reset".to_string()),
+            None if cmd == "cat" => {
+                let mut b = [0u8; 32];
+                sys.lseek(fd, std::io::SeekFrom::Start(0))
+                    .and_then(|_| sys.read(fd, &mut b))
+                    .map(|n| format!("cat {}", String::from_utf8_lossy(&b[..n]).trim_end()))
+            }
+            None if cmd == "bogus" => sys
+                .devctl(fd, kernel_sim::iomsg::dcmd::dion(0x05, 0x77), &mut [])
+                .map(|r| format!("bogus {r}")),
+            Some(("add", n)) => match n.parse::<u64>() {
+                Ok(n) => {
+                    id += 1;
+                    counter::add(&sys, fd, n, id - 1)
+                        .map(|v| format!("add {n} id {} -> {v}", id - 1))
+                }
+                Err(_) => return fail(who, format!("bad amount in {cmd:?}")),
+            },
+            _ => return fail(who, format!("unknown command {cmd:?}")),
+        };
+        match res {
+            Ok(line) => println!("{who}: {line}"),
+            Err(e) => println!("{who}: {cmd} failed: {e}"),
+        }
+    }
+    let _ = sys.close(fd);
+    ExitCode::SUCCESS
+}
+
+/// Runs the file server.
+pub fn file_server(args: &FileServerArgs) -> ExitCode {
+    let who = "file-server";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    args.common.watch_stdin(who);
+    let res = files::serve(
+        &sys,
+        &args.root,
+        &args.mount,
+        args.common.journal.as_deref(),
+        args.common.threads,
+        |_| {
+            println!(
+                "{who}: pid {} serves {} at {} on system {}",
+                sys.pid().0,
+                args.root.display(),
+                args.mount,
+                sys.name()
+            )
+        },
+    );
+    serve_report(who, res)
+}
+
+/// Runs the file client.
+pub fn file_client(args: &FileClientArgs) -> ExitCode {
+    let who = "file-client";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let fd = match sys.open_wait(&args.path, libc::O_RDONLY, args.common.wait()) {
+        Ok(fd) => fd,
+        Err(e) => return fail(who, format!("{}: {e}", args.path)),
+    };
+    println!("{who}: opened {} as coid {}", args.path, fd.0);
+    if let Some(off) = args.seek {
+        match sys.lseek(fd, std::io::SeekFrom::Start(off)) {
+            Ok(at) => println!("{who}: seek to {at}"),
+            Err(e) => return fail(who, format!("lseek: {e}")),
+        }
+    }
+    let mut buf = vec![0u8; args.chunk.max(1)];
+    let mut reads = 0;
+    let mut total = 0;
+    while args.reads.is_none_or(|r| reads < r) {
+        match sys.read(fd, &mut buf) {
+            Ok(0) => {
+                println!("{who}: end of file after {total} bytes");
+                break;
+            }
+            Ok(n) => {
+                reads += 1;
+                total += n;
+                println!(
+                    "{who}: read {n}: {}",
+                    String::from_utf8_lossy(&buf[..n]).escape_debug()
+                );
+            }
+            Err(e) => return fail(who, format!("read: {e}")),
+        }
+    }
+    if args.hold {
+        println!("{who}: holding the file open");
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+        }
+    }
+    match sys.close(fd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(who, format!("close: {e}")),
     }
 }

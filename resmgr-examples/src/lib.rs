@@ -12,3 +12,6 @@
 
 pub mod cli;
 pub mod echo;
+pub mod examples;
+pub mod journal;
+pub mod resmgr;

@@ -110,12 +110,16 @@ pub struct ConnectionView {
 /// A registered name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameView {
-    /// The path (`/dev/name/local/...`).
+    /// The name's full path (`/dev/name/local/...`) or the mountpoint.
     pub path: String,
     /// Owner pid.
     pub pid: i32,
     /// Its chid.
     pub chid: i32,
+    /// A `resmgr_attach` path (else a `name_attach` name).
+    pub is_path: bool,
+    /// The `_RESMGR_FLAG_*` flags of a path.
+    pub flags: u32,
 }
 
 /// How many objects of each kind are in use.
@@ -290,6 +294,8 @@ impl Kernel<'_> {
                 path: String::from_utf8_lossy(&bytes).into_owned(),
                 pid: self.pid_of(e.owner.load(X)),
                 chid: e.chid.load(X) as i32,
+                is_path: e.flags.load(X) & super::layout::name_kind::PATH != 0,
+                flags: e.flags.load(X) & crate::abi::resmgr_flag::MASK,
             });
         }
         snap
@@ -353,9 +359,14 @@ impl fmt::Display for Snapshot {
                 c.pid, c.coid, target, c.scoid
             )?;
         }
-        writeln!(f, "names:")?;
+        writeln!(f, "names and paths:")?;
         for n in &self.names {
-            writeln!(f, "  {} -> {}:{}", n.path, n.pid, n.chid)?;
+            let kind = if n.is_path { "path" } else { "name" };
+            write!(f, "  {kind} {} -> {}:{}", n.path, n.pid, n.chid)?;
+            if n.flags != 0 {
+                write!(f, " flags {:#x}", n.flags)?;
+            }
+            writeln!(f)?;
         }
         let c = self.counts;
         write!(

@@ -9,7 +9,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"QSIMARNA");
 /// The layout version. Bump it whenever any arena type or the layout formula changes: an arena
 /// from another build is then refused with a clear error instead of being misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Limits a system is created with; every participant accepts them when it attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +315,13 @@ pub struct PulseObj {
     pub chan: AtomicU32,
 }
 
+/// What a [`NameEntry`] registers (bits of its `flags`, above the `_RESMGR_FLAG_*` bits).
+pub mod name_kind {
+    /// A `resmgr_attach` path (several servers may share one; longest match first). Without
+    /// this bit the entry is a `name_attach` name (unique, exact match only).
+    pub const PATH: u32 = 1 << 31;
+}
+
 /// Longest name or path, in bytes.
 pub const NAME_MAX: usize = 120;
 
@@ -333,8 +340,11 @@ pub struct NameEntry {
     pub len: AtomicU32,
     /// The owner's chid.
     pub chid: AtomicU32,
-    /// Pad.
-    pub _pad: [AtomicU32; 2],
+    /// [`name_kind::PATH`] for a `resmgr_attach` path (else a `name_attach` name), ORed with
+    /// the `_RESMGR_FLAG_*` flags of the attach.
+    pub flags: AtomicU32,
+    /// The names generation when it was attached: orders registrations at one mountpoint.
+    pub seq: AtomicU32,
     /// The name's bytes.
     pub bytes: [AtomicU64; NAME_MAX / 8],
 }

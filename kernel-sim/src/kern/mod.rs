@@ -26,4 +26,8 @@ pub mod introspect;
 #[cfg(not(loom))]
 mod ops;
 #[cfg(not(loom))]
+mod paths;
+#[cfg(not(loom))]
 pub use ops::*;
+#[cfg(not(loom))]
+pub use paths::PathTarget;

@@ -1,6 +1,6 @@
 //! The kernel calls, one function each, over a validated [`Arena`].
 
-use super::layout::{obj_state, proc_state, Channel, ThreadSlot, NAME_MAX};
+use super::layout::{obj_state, proc_state, Channel, ThreadSlot};
 use super::proto::{self, st, Locked, SpinPolicy};
 use crate::abi::{
     chf, cof, mi, pulse_code, ClientInfo, MsgInfo, Pulse, ServerInfo, PRIORITY_DEFAULT,
@@ -66,7 +66,7 @@ impl Entry {
 }
 
 /// State word of channels, connections, pulses, names and processes: generation << 8 | state.
-fn obj_word(gen: u32, state: u32) -> u32 {
+pub(crate) fn obj_word(gen: u32, state: u32) -> u32 {
     (gen << 8) | (state & 0xFF)
 }
 pub(crate) fn obj_gen(w: u32) -> u32 {
@@ -575,7 +575,7 @@ impl<'a> Kernel<'a> {
     }
 
     /// [`Kernel::reap_if_dead`] with the structural lock already held.
-    fn reap_locked_if_dead(&self, slot: u32) -> bool {
+    pub(super) fn reap_locked_if_dead(&self, slot: u32) -> bool {
         let Some(p) = self.a.proc(slot) else {
             return false;
         };
@@ -1065,6 +1065,7 @@ impl<'a> Kernel<'a> {
             Errno::INVAL
         })?;
         self.destroy_channel_locked(idx, gen, false);
+        self.drop_names_of_chan(idx, gen);
         if let Some(e) = self.a.pool_entry(self.me, chid as u32) {
             e.store(0, W);
         }
@@ -2654,135 +2655,6 @@ impl<'a> Kernel<'a> {
         info.msglen = info.srcmsglen;
         let _ = proto::transition(&ts.state, &OsFutex, gen, st::REPLY_BUSY, st::REPLY_BLOCKED);
         Ok(info)
-    }
-
-    // ----- names --------------------------------------------------------------------------
-
-    fn name_matches(&self, i: u32, path: &[u8]) -> bool {
-        let Some(e) = self.a.name(i) else {
-            return false;
-        };
-        if obj_st(e.state.load(R)) != obj_state::LIVE
-            || e.len.load(X) as usize != path.len()
-            || path.len() > NAME_MAX
-        {
-            return false;
-        }
-        let mut buf = [0u8; NAME_MAX];
-        for (k, w) in e.bytes.iter().enumerate() {
-            buf[k * 8..k * 8 + 8].copy_from_slice(&w.load(X).to_le_bytes());
-        }
-        &buf[..path.len()] == path
-    }
-
-    /// Registers `path` for channel `chid` of the caller (`EEXIST` if taken).
-    pub fn name_register(&self, path: &str, chid: i32) -> Result<u32, Errno> {
-        let bytes = path.as_bytes();
-        if bytes.len() > NAME_MAX {
-            return Err(Errno::NAMETOOLONG);
-        }
-        let _g = self.lock_struct();
-        let n = self.a.limits().max_names;
-        if let Some(i) = (0..n).find(|&i| self.name_matches(i, bytes)) {
-            // A holder that died is cleaned up now, so a restarted server takes its name back
-            // at once instead of racing the watcher.
-            let holder = self.a.name(i).map_or(u32::MAX, |e| e.owner.load(X));
-            if !self.reap_locked_if_dead(holder) || (0..n).any(|i| self.name_matches(i, bytes)) {
-                tracing::debug!(path, "name already attached");
-                return Err(Errno::EXIST);
-            }
-        }
-        let (cidx, cgen, _) = self.own_chan(chid).ok_or(Errno::INVAL)?;
-        let i = (0..n)
-            .find(|&i| {
-                self.a
-                    .name(i)
-                    .is_some_and(|e| obj_st(e.state.load(R)) == obj_state::FREE)
-            })
-            .ok_or(Errno::AGAIN)?;
-        let e = self.a.name(i).ok_or(Errno::AGAIN)?;
-        let mut buf = [0u8; NAME_MAX];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        for (k, w) in e.bytes.iter().enumerate() {
-            let mut chunk = [0u8; 8];
-            chunk.copy_from_slice(&buf[k * 8..k * 8 + 8]);
-            w.store(u64::from_le_bytes(chunk), X);
-        }
-        e.len.store(bytes.len() as u32, X);
-        e.owner.store(self.me, X);
-        e.chan.store(cidx, X);
-        e.chan_gen.store(cgen, X);
-        e.chid.store(chid as u32, X);
-        let gen = (obj_gen(e.state.load(R)) + 1) & 0xFF_FFFF;
-        e.state.store(obj_word(gen, obj_state::LIVE), W);
-        self.names_changed();
-        Ok(i)
-    }
-
-    /// Wakes `name_wait`ers: a name was attached or detached.
-    fn names_changed(&self) {
-        let h = self.a.header();
-        h.names_gen.fetch_add(1, Ordering::Release);
-        OsFutex.wake(&h.names_gen, u32::MAX);
-    }
-
-    /// Waits until `path` is registered or `deadline` passes: sleeps on the names generation
-    /// word, which every attach bumps (no polling). Returns (server pid, chid).
-    pub fn name_wait(&self, path: &str, deadline: Option<Instant>) -> Result<(i32, i32), Errno> {
-        let word = &self.a.header().names_gen;
-        loop {
-            let seen = word.load(R);
-            match self.name_lookup(path) {
-                Err(Errno::NOENT) => {}
-                other => return other,
-            }
-            let timeout = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Err(Errno::TIMEDOUT),
-                },
-            };
-            let _ = OsFutex.wait(word, seen, timeout);
-        }
-    }
-
-    /// Removes the caller's registration of `path`.
-    pub fn name_unregister(&self, path: &str) -> Result<(), Errno> {
-        let _g = self.lock_struct();
-        let i = (0..self.a.limits().max_names)
-            .find(|&i| self.name_matches(i, path.as_bytes()))
-            .ok_or(Errno::NOENT)?;
-        let e = self.a.name(i).ok_or(Errno::NOENT)?;
-        if e.owner.load(X) != self.me {
-            return Err(Errno::PERM);
-        }
-        let w = e.state.load(R);
-        e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
-        self.names_changed();
-        Ok(())
-    }
-
-    fn drop_names_of(&self, owner: u32) {
-        for i in 0..self.a.limits().max_names {
-            let Some(e) = self.a.name(i) else { continue };
-            let w = e.state.load(R);
-            if obj_st(w) == obj_state::LIVE && e.owner.load(X) == owner {
-                e.state.store(obj_word(obj_gen(w), obj_state::FREE), W);
-                self.names_changed();
-            }
-        }
-    }
-
-    /// Looks `path` up: (server pid, chid).
-    pub fn name_lookup(&self, path: &str) -> Result<(i32, i32), Errno> {
-        let _g = self.lock_struct();
-        let i = (0..self.a.limits().max_names)
-            .find(|&i| self.name_matches(i, path.as_bytes()))
-            .ok_or(Errno::NOENT)?;
-        let e = self.a.name(i).ok_or(Errno::NOENT)?;
-        let owner = self.a.proc(e.owner.load(X)).ok_or(Errno::NOENT)?;
-        Ok((owner.pid.load(X) as i32, e.chid.load(X) as i32))
     }
 
     /// (queued messages and pulses, waiting receivers) of one of the caller's channels.

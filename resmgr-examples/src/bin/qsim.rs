@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
-use resmgr_examples::cli::{echo_client, echo_server, EchoClientArgs, EchoServerArgs};
+use resmgr_examples::cli::{
+    counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
+    file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
+    DevicesServerArgs, EchoClientArgs, EchoServerArgs, FileClientArgs, FileServerArgs,
+};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -48,6 +52,18 @@ enum Example {
     EchoServer(EchoServerArgs),
     /// The echo client.
     EchoClient(EchoClientArgs),
+    /// The /dev/null and /dev/zero server.
+    DevicesServer(DevicesServerArgs),
+    /// Reads /dev/zero, writes and reads /dev/null.
+    DevicesClient(DevicesClientArgs),
+    /// The counter server (/dev/counter; devctl to read, add and reset).
+    CounterServer(CounterServerArgs),
+    /// The counter client.
+    CounterClient(CounterClientArgs),
+    /// The file server: a host directory under a mountpoint, an offset per open.
+    FileServer(FileServerArgs),
+    /// The file client: open, seek, read in chunks.
+    FileClient(FileClientArgs),
 }
 
 /// A child process killed on drop, so the demo leaves nothing running even if it fails.
@@ -160,6 +176,12 @@ fn main() -> ExitCode {
         },
         Cmd::Run(Example::EchoServer(a)) => echo_server(&a),
         Cmd::Run(Example::EchoClient(a)) => echo_client(&a),
+        Cmd::Run(Example::DevicesServer(a)) => devices_server(&a),
+        Cmd::Run(Example::DevicesClient(a)) => devices_client(&a),
+        Cmd::Run(Example::CounterServer(a)) => counter_server(&a),
+        Cmd::Run(Example::CounterClient(a)) => counter_client(&a),
+        Cmd::Run(Example::FileServer(a)) => file_server(&a),
+        Cmd::Run(Example::FileClient(a)) => file_client(&a),
         Cmd::Pidin { system } => {
             let b = SystemBuilder::new().watcher(false);
             let b = match system {
