@@ -36,6 +36,9 @@ pub struct EchoServerArgs {
     /// The name to attach under /dev/name/local/.
     #[arg(long, default_value = "echo")]
     pub name: String,
+    /// Record every echoed message in this file, before replying.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
 }
 
 /// Echo client: sends each MESSAGE to the echo server and prints what comes back.
@@ -79,7 +82,11 @@ pub fn echo_server(args: &EchoServerArgs) -> ExitCode {
             sys.name()
         )
     };
-    match echo::serve(&sys, &args.name, ready) {
+    let journal = match open_journal(&args.journal) {
+        Ok(j) => j,
+        Err(e) => return fail("echo-server", e),
+    };
+    match echo::serve(&sys, &args.name, journal.as_ref(), ready) {
         Ok(st) => {
             println!(
                 "echo-server: stopping after {} messages; {} client(s) came and went",

@@ -5,6 +5,7 @@
 //! `_IO_DUP`, `_IO_CLOSE`) with the kernel's helper, detaches the scoid of a client that went
 //! away (DISCONNECT pulse), and stops on a pulse with code [`STOP_PULSE`].
 
+use crate::journal::Journal;
 use kernel_sim::{iomsg, pulse_code, Errno, Received, Scoid, System};
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,27 @@ pub struct ServeStats {
     pub disconnects: u64,
 }
 
-/// Serves `name` until a stop pulse arrives. `ready` is called once the name is attached.
+/// The request id of an echo message: the little-endian `u32` at bytes 4..8 of a message of a
+/// server-defined type (what the echo client and the tests put there), if it has one.
+pub fn request_id(msg: &[u8]) -> Option<u32> {
+    if iomsg::msg_type(msg)? <= iomsg::IO_MAX {
+        return None;
+    }
+    Some(u32::from_le_bytes(msg.get(4..8)?.try_into().ok()?))
+}
+
+/// Serves `name` until a stop pulse arrives. `ready` is called once the name is attached. With
+/// a `journal`, every echoed message is recorded (`echo pid=.. id=.. len=..`) before the reply.
 ///
 /// # Errors
 ///
 /// The errno of `name_attach` (`EEXIST` if another server has the name) or of a failed receive.
-pub fn serve(sys: &System, name: &str, ready: impl FnOnce()) -> Result<ServeStats, Errno> {
+pub fn serve(
+    sys: &System,
+    name: &str,
+    journal: Option<&Journal>,
+    ready: impl FnOnce(),
+) -> Result<ServeStats, Errno> {
     let att = sys.name_attach(name)?;
     ready();
     let mut stats = ServeStats::default();
@@ -47,6 +63,19 @@ pub fn serve(sys: &System, name: &str, ready: impl FnOnce()) -> Result<ServeStat
                 let msg = &buf[..info.msglen as usize];
                 if iomsg::answer_bookkeeping(sys, rcvid, msg, &info)? {
                     continue;
+                }
+                if let Some(j) = journal {
+                    let id = request_id(msg).map_or_else(|| "-".to_string(), |i| i.to_string());
+                    if j.record(
+                        "echo",
+                        &[("pid", &info.pid), ("id", &id), ("len", &msg.len())],
+                    )
+                    .is_err()
+                    {
+                        // No record, no reply: the client sees the failure.
+                        let _ = sys.msg_error(rcvid, Errno::IO);
+                        continue;
+                    }
                 }
                 // The whole request may be larger than our buffer; what we echo is what fits.
                 let _ = sys.msg_reply(rcvid, msg.len() as i32, msg);

@@ -25,9 +25,12 @@ impl Drop for Remove {
 fn echo_server_and_echo_client_talk_as_two_processes() {
     let name = format!("qsimtest-echo-{}", std::process::id());
     let _r = Remove(name.clone());
+    let journal = std::env::temp_dir().join(format!("{name}.journal"));
+    let _j = RemoveFile(journal.clone());
     let mut server = Guard(
         Command::new(env!("CARGO_BIN_EXE_echo-server"))
-            .args(["--system", &name, "--name", "echo-test"])
+            .args(["--system", &name, "--name", "echo-test", "--journal"])
+            .arg(&journal)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -64,6 +67,24 @@ fn echo_server_and_echo_client_talk_as_two_processes() {
     let last = lines.next().unwrap().unwrap();
     assert!(last.contains("stopping after 102 messages"), "{last}");
     assert!(server.0.wait().unwrap().success());
+    // The server's own record: every numbered request exactly once, in order.
+    let records = resmgr_examples::journal::Journal::read(&journal).unwrap();
+    let ids: Vec<&str> = records.iter().filter_map(|r| r.get("id")).collect();
+    assert_eq!(ids.len(), 102);
+    assert_eq!(&ids[..2], ["-", "-"]);
+    let numbered: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids[2..],
+        numbered.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
+
+/// Removes a file on drop.
+struct RemoveFile(std::path::PathBuf);
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]

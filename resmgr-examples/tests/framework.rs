@@ -1,0 +1,76 @@
+//! The dispatch framework's own promises, in one process: timer and client pulses reach the
+//! `pulse` handler, a pool of receiving threads stops on `stop`, and a handler's journal record
+//! precedes the framework's.
+
+use kernel_sim::Limits;
+use qsim_tests::{small_limits, TestSystem};
+use resmgr_examples::resmgr::{Ctx, Dispatch, OpenRequest, ResourceManager};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Ticker {
+    pulses: Mutex<Vec<(i8, i32)>>,
+    seen: Condvar,
+}
+
+impl ResourceManager for Ticker {
+    type Ocb = ();
+    fn open(&self, _ctx: &Ctx<'_>, _req: &OpenRequest<'_>) -> Result<(), kernel_sim::Errno> {
+        Ok(())
+    }
+    fn pulse(&self, _sys: &kernel_sim::System, p: &kernel_sim::Pulse) {
+        self.pulses.lock().unwrap().push((p.code, p.value));
+        self.seen.notify_all();
+    }
+}
+
+impl Ticker {
+    /// Waits until `pred` holds for the pulses seen (bounded, so a failure cannot hang).
+    fn wait_for(&self, pred: impl Fn(&[(i8, i32)]) -> bool) -> Vec<(i8, i32)> {
+        let g = self.pulses.lock().unwrap();
+        let (g, res) = self
+            .seen
+            .wait_timeout_while(g, Duration::from_secs(30), |v| !pred(v))
+            .unwrap();
+        assert!(!res.timed_out(), "pulses seen: {:?}", *g);
+        g.clone()
+    }
+}
+
+#[test]
+fn timers_and_client_pulses_reach_the_handler_and_stop_ends_the_pool() {
+    let ts = TestSystem::new(
+        "rm-framework",
+        Limits {
+            threads_per_process: 8,
+            ..small_limits()
+        },
+    );
+    let sys = &ts.sys;
+    let mut d = Dispatch::new(sys, Ticker::default()).unwrap();
+    d.attach("/tick", 0).unwrap();
+    let timer = d.timer(5, 42, Duration::from_millis(1)).unwrap();
+    assert_eq!(
+        d.timer(
+            resmgr_examples::resmgr::STOP_CODE,
+            0,
+            Duration::from_millis(1)
+        ),
+        Err(kernel_sim::Errno::INVAL)
+    );
+    let stats = std::thread::scope(|s| {
+        let pool = s.spawn(|| d.run(3));
+        d.resource()
+            .wait_for(|v| v.iter().filter(|p| **p == (5, 42)).count() >= 3);
+        sys.timer_delete(timer).unwrap();
+        // A pulse from a client's open connection.
+        let fd = sys.open("/tick", libc::O_RDONLY).unwrap();
+        sys.msg_send_pulse(fd, -1, 9, 7).unwrap();
+        d.resource().wait_for(|v| v.contains(&(9, 7)));
+        sys.close(fd).unwrap();
+        d.stop().unwrap();
+        pool.join().unwrap().unwrap()
+    });
+    assert_eq!((stats.opens, stats.closes), (1, 1));
+}
