@@ -26,7 +26,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Largest payload either direction carries.
-pub const FLOOR_MAX_PAYLOAD: usize = 64 * 1024;
+pub const FLOOR_MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// Sequence word and length word.
 const HEADER: usize = 8;

@@ -1,7 +1,9 @@
 //! The few Linux calls the floors and the peer programs need: shared futexes, CPU affinity, a
-//! parent-death signal, SIGKILL and `_exit`.
+//! parent-death signal, SIGKILL and `_exit`, and the pipes and socket pairs of the peers (with
+//! the descriptor handling that passes one end to a child process).
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 
 /// `FUTEX_WAIT` without `FUTEX_PRIVATE_FLAG`: sleeps while `word` holds `expected`.
@@ -133,4 +135,171 @@ pub fn sigkill(pid: u32) {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
+}
+
+/// Restricts the calling thread to `cpus` (`sched_setaffinity`); threads and processes it
+/// creates later inherit the set.
+///
+/// # Errors
+///
+/// `InvalidInput` if `cpus` is empty or names a CPU beyond what a `cpu_set_t` holds; the OS error
+/// of `sched_setaffinity`.
+pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    let bits = 8 * core::mem::size_of::<libc::cpu_set_t>();
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= bits) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot make a cpu_set_t of {cpus:?}"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: every `cpu` was checked above to be below the set's size in bits.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The kind of a byte channel between two processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairKind {
+    /// Two pipes, one per direction (`pipe2`).
+    Pipe,
+    /// A connected `AF_UNIX` `SOCK_STREAM` pair (`socketpair`).
+    UnixStream,
+    /// A connected `AF_UNIX` `SOCK_SEQPACKET` pair (`socketpair`).
+    UnixSeqpacket,
+}
+
+/// One pipe (`pipe2` with `O_CLOEXEC`): returns (read end, write end).
+///
+/// # Errors
+///
+/// The OS error of `pipe2`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are new open descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A connected pair of Unix sockets of `kind` (`UnixStream` or `UnixSeqpacket`), both
+/// `SOCK_CLOEXEC`.
+///
+/// # Errors
+///
+/// `InvalidInput` for [`PairKind::Pipe`]; the OS error of `socketpair`.
+pub fn socket_pair(kind: PairKind) -> io::Result<(OwnedFd, OwnedFd)> {
+    let ty = match kind {
+        PairKind::UnixStream => libc::SOCK_STREAM,
+        PairKind::UnixSeqpacket => libc::SOCK_SEQPACKET,
+        PairKind::Pipe => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a pipe is no socket pair",
+            ))
+        }
+    };
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` is a writable array of two ints, as socketpair requires.
+    let r =
+        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both are new open descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`: a descriptor without it is inherited by the processes
+/// this one spawns.
+///
+/// # Errors
+///
+/// The OS error of `fcntl`.
+pub fn set_inheritable(fd: BorrowedFd<'_>, inheritable: bool) -> io::Result<()> {
+    let flags = if inheritable { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: F_SETFD takes an int and reads no memory; `fd` is open for the call (borrowed).
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks for a send buffer of `bytes` on socket `fd` (`SO_SNDBUF`; Linux doubles the value and
+/// caps it at `net.core.wmem_max`). A Unix `SOCK_SEQPACKET` record must fit in it.
+///
+/// # Errors
+///
+/// `InvalidInput` if `bytes` does not fit an int; the OS error of `setsockopt`.
+pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "send buffer too large"))?;
+    // SAFETY: `value` is an int that lives across the call and its size is passed; `fd` is open
+    // for the call (borrowed).
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of descriptor `raw`, which this process inherited from its parent (its number
+/// came in an environment variable): checks that it is open, above stdin/stdout/stderr, and a
+/// pipe (for [`PairKind::Pipe`]) or a socket (otherwise), and marks it close-on-exec.
+///
+/// Call it once per descriptor, at startup: ownership is sound only while nothing else in this
+/// process uses `raw`.
+///
+/// # Errors
+///
+/// `InvalidInput` for a number at or below 2, a descriptor of another type; `EBADF` (the OS
+/// error) if it is not open.
+pub fn take_inherited_fd(raw: i32, kind: PairKind) -> io::Result<OwnedFd> {
+    if raw <= 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {raw} is not an inherited one"),
+        ));
+    }
+    // SAFETY: `stat` is plain data; all zeroes is a valid value, overwritten by fstat.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`, a valid, writable `stat`; an unknown descriptor gives
+    // EBADF and nothing else.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = match kind {
+        PairKind::Pipe => libc::S_IFIFO,
+        PairKind::UnixStream | PairKind::UnixSeqpacket => libc::S_IFSOCK,
+    };
+    if st.st_mode & libc::S_IFMT != want {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {raw} is not a {kind:?} end"),
+        ));
+    }
+    // SAFETY: `raw` is open (fstat succeeded) and the caller guarantees, as documented, that
+    // nothing else in this process owns or uses it: it was inherited and is taken once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_inheritable(fd.as_fd(), false)?;
+    Ok(fd)
 }
