@@ -36,6 +36,17 @@ pub enum BenchError {
     },
     /// The peer program was started with missing or malformed settings.
     Config(String),
+    /// A round trip failed, or its reply was not the echo of its request.
+    Exchange(String),
+    /// A pipe or socket call failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        error: io::Error,
+    },
+    /// An iceoryx2 call failed.
+    Iceoryx(String),
 }
 
 impl fmt::Display for BenchError {
@@ -48,6 +59,9 @@ impl fmt::Display for BenchError {
             BenchError::System(e) => write!(f, "kernel-sim system: {e}"),
             BenchError::Kernel { call, errno } => write!(f, "{call} failed: {errno}"),
             BenchError::Config(s) => write!(f, "bad peer settings: {s}"),
+            BenchError::Exchange(s) => write!(f, "broken exchange: {s}"),
+            BenchError::Io { what, error } => write!(f, "{what}: {error}"),
+            BenchError::Iceoryx(s) => write!(f, "iceoryx2: {s}"),
         }
     }
 }
@@ -56,6 +70,7 @@ impl std::error::Error for BenchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BenchError::Spawn(e) | BenchError::Mapping(e) => Some(e),
+            BenchError::Io { error, .. } => Some(error),
             BenchError::System(e) => Some(e),
             BenchError::Kernel { errno, .. } => Some(errno),
             _ => None,
@@ -72,4 +87,9 @@ impl From<SystemError> for BenchError {
 /// Tags a kernel-sim errno with the call that produced it.
 pub(crate) fn kernel(call: &'static str) -> impl FnOnce(Errno) -> BenchError {
     move |errno| BenchError::Kernel { call, errno }
+}
+
+/// Tags an I/O error with what was being done.
+pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> BenchError {
+    move |error| BenchError::Io { what, error }
 }

@@ -39,9 +39,13 @@
 
 pub mod error;
 pub mod floor;
+pub mod iox;
+pub mod peers;
 pub mod process;
+pub mod report;
 pub mod role;
 pub mod rtt;
 pub mod summary;
+pub mod throughput;
 
 pub use error::BenchError;

@@ -5,19 +5,64 @@ use crate::error::BenchError;
 use crate::floor::os;
 use crate::role::{Role, CPU_ENV, PARENT_ENV, ROLE_ENV};
 use std::fmt;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a peer may take from spawn to its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where the bench (client) and its peers (servers) run.
+/// The CPUs this process may use, as they were the first time a placement was made (before any
+/// pinning), so `none` can undo an earlier `apart` or `same`.
+fn startup_cpus() -> &'static io::Result<Vec<usize>> {
+    static CPUS: OnceLock<io::Result<Vec<usize>>> = OnceLock::new();
+    CPUS.get_or_init(os::allowed_cpus)
+}
+
+/// The three placements of the issue: both sides on different CPUs, both on one, or left to the
+/// scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementKind {
+    /// Client pinned to CPU 0, server to CPU 1.
+    Apart,
+    /// Client and server both pinned to CPU 0.
+    Same,
+    /// Not pinned.
+    None,
+}
+
+impl PlacementKind {
+    /// The name in tables and JSON: `apart`, `same` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementKind::Apart => "apart",
+            PlacementKind::Same => "same",
+            PlacementKind::None => "none",
+        }
+    }
+
+    /// The kind named `s` by [`PlacementKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PlacementKind::Apart,
+            PlacementKind::Same,
+            PlacementKind::None,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where the bench (client) and its peers (servers) run. Making one pins (or unpins) the calling
+/// thread, and the threads and processes it creates later inherit that; peers pin themselves to
+/// [`Placement::server_cpu`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// What was asked for.
+    pub kind: PlacementKind,
     /// The CPU the calling thread was pinned to, if any.
     pub client_cpu: Option<usize>,
     /// The CPU each peer pins itself to, if any.
@@ -31,36 +76,68 @@ impl Placement {
     /// peers pin themselves to CPU 1, so every hand-off crosses cores. Falls back to no pinning,
     /// with a note, when CPUs 0 and 1 are not both available.
     pub fn apart() -> Self {
-        let unpinned = |note: String| Placement {
+        Self::pinned(PlacementKind::Apart, 0, 1)
+    }
+
+    /// "Same": pins the calling thread and makes peers pin themselves to CPU 0, so every
+    /// hand-off is a switch on one core. Falls back to no pinning, with a note, when CPU 0 is not
+    /// available.
+    pub fn same() -> Self {
+        Self::pinned(PlacementKind::Same, 0, 0)
+    }
+
+    /// No pinning at all: gives the calling thread back every CPU the process had at its first
+    /// placement (so peers it spawns inherit them) and lets the scheduler place both sides.
+    pub fn unpinned() -> Self {
+        let note = match startup_cpus() {
+            Ok(cpus) => match os::set_affinity(cpus) {
+                Ok(()) => "not pinned".to_owned(),
+                Err(e) => format!("not pinned (restoring CPUs {cpus:?} failed: {e})"),
+            },
+            Err(e) => format!("not pinned (sched_getaffinity failed: {e})"),
+        };
+        Placement {
+            kind: PlacementKind::None,
             client_cpu: None,
             server_cpu: None,
             note: Some(note),
-        };
-        let cpus = match os::allowed_cpus() {
-            Ok(c) => c,
-            Err(e) => return unpinned(format!("sched_getaffinity failed ({e}); not pinned")),
-        };
-        if !(cpus.contains(&0) && cpus.contains(&1)) {
-            return unpinned(format!(
-                "CPUs 0 and 1 not both available (allowed: {cpus:?}); not pinned"
-            ));
-        }
-        match os::pin_current_thread(0) {
-            Ok(()) => Placement {
-                client_cpu: Some(0),
-                server_cpu: Some(1),
-                note: None,
-            },
-            Err(e) => unpinned(format!("sched_setaffinity(CPU 0) failed ({e}); not pinned")),
         }
     }
 
-    /// No pinning at all: the scheduler places both sides.
-    pub fn unpinned() -> Self {
-        Placement {
-            client_cpu: None,
-            server_cpu: None,
-            note: Some("not pinned".to_owned()),
+    /// The placement `kind`.
+    pub fn of(kind: PlacementKind) -> Self {
+        match kind {
+            PlacementKind::Apart => Self::apart(),
+            PlacementKind::Same => Self::same(),
+            PlacementKind::None => Self::unpinned(),
+        }
+    }
+
+    fn pinned(kind: PlacementKind, client: usize, server: usize) -> Self {
+        let unpinned = |note: String| Placement {
+            note: Some(note),
+            kind,
+            ..Self::unpinned()
+        };
+        let cpus = match startup_cpus() {
+            Ok(c) => c,
+            Err(e) => return unpinned(format!("sched_getaffinity failed ({e}); not pinned")),
+        };
+        if !(cpus.contains(&client) && cpus.contains(&server)) {
+            return unpinned(format!(
+                "CPUs {client} and {server} not both available (allowed: {cpus:?}); not pinned"
+            ));
+        }
+        match os::pin_current_thread(client) {
+            Ok(()) => Placement {
+                kind,
+                client_cpu: Some(client),
+                server_cpu: Some(server),
+                note: None,
+            },
+            Err(e) => unpinned(format!(
+                "sched_setaffinity(CPU {client}) failed ({e}); not pinned"
+            )),
         }
     }
 }
@@ -225,8 +302,9 @@ impl Drop for PeerProcess {
 
 /// Ends the whole bench if a case runs longer than its limit: a hand-off that never completes
 /// (a lost wake-up, a dead peer) would otherwise hang `cargo bench` forever. On firing it kills
-/// the case's peers, removes its shared-memory files and exits with status 3, without running
-/// destructors (the stuck thread may hold what they need). Disarmed when dropped.
+/// the case's peers, removes its shared-memory files (and every other `/dev/shm` file of this
+/// process, see [`remove_own_shm_files`]) and exits with status 3, without running destructors
+/// (the stuck thread may hold what they need). Disarmed when dropped.
 #[derive(Debug)]
 pub struct Watchdog {
     disarm: Option<mpsc::Sender<()>>,
@@ -235,7 +313,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Arms a watchdog for `what` that fires after `limit`, killing the processes `pids` and
-    /// removing the files `files`.
+    /// removing the files (or directories, with their contents) `files`.
     pub fn arm(what: String, limit: Duration, pids: Vec<u32>, files: Vec<PathBuf>) -> Self {
         let (tx, rx) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -250,8 +328,9 @@ impl Watchdog {
                 os::sigkill(*pid);
             }
             for f in &files {
-                let _ = std::fs::remove_file(f);
+                remove_path(f);
             }
+            remove_own_shm_files();
             os::exit_now(3);
         });
         Watchdog {
@@ -268,4 +347,44 @@ impl Drop for Watchdog {
             let _ = t.join();
         }
     }
+}
+
+/// Removes `path`, a file or a directory with everything in it; errors are ignored (it may be
+/// gone already).
+pub fn remove_path(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// The `/dev/shm` files of this process: every file this crate creates there, including the
+/// kernel-sim arenas and iceoryx2's segments, is named `qsimtest-bench-<pid>-...`.
+pub fn own_shm_files() -> Vec<PathBuf> {
+    let prefix = format!("{}{}-", crate::floor::SHM_PREFIX, std::process::id());
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes [`own_shm_files`]; returns what it removed (empty when every guard did its job).
+pub fn remove_own_shm_files() -> Vec<PathBuf> {
+    let files = own_shm_files();
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    files
 }

@@ -1,5 +1,5 @@
-//! The peer programs: a bench binary started with [`ROLE_ENV`] set runs one of these instead of
-//! the benchmarks. Call [`dispatch`] first thing in `main`.
+//! The peer programs: a bench binary (or the report) started with [`ROLE_ENV`] set runs one of
+//! these instead of the benchmarks. Call [`dispatch`] first thing in `main`.
 //!
 //! Every role first arms `PR_SET_PDEATHSIG` (so it dies with the bench), pins itself to the CPU
 //! in [`CPU_ENV`] if one is given, then prints one line on stdout when it is ready to serve
@@ -7,12 +7,15 @@
 
 use crate::error::{kernel, BenchError};
 use crate::floor::{self, Handoff, SharedMapping, FLOOR_MAPPING_LEN};
-use crate::rtt::{bench_limits, STOP_MESSAGE};
-use kernel_sim::{ChannelWait, Received, SystemBuilder};
+use crate::rtt::STOP_MESSAGE;
+use kernel_sim::{ChannelWait, Chid, Received, System, SystemBuilder};
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-/// Selects the role: `kernel-server`, `spin-server` or `futex-server`.
+/// Selects the role (see [`Role`]).
 pub const ROLE_ENV: &str = "QSIM_BENCH_ROLE";
 /// The kernel-sim system a `kernel-server` attaches to.
 pub const SYSTEM_ENV: &str = "QSIM_BENCH_SYSTEM";
@@ -28,6 +31,16 @@ pub const HOLD_ENV: &str = "QSIM_BENCH_HOLD";
 pub const CPU_ENV: &str = "QSIM_BENCH_CPU";
 /// The bench's pid, to check that the parent-death signal was armed in time.
 pub const PARENT_ENV: &str = "QSIM_BENCH_PARENT";
+/// How many threads of a `kernel-server` receive on its channel (default 1, at most
+/// [`MAX_RECEIVERS`]).
+pub const RECEIVERS_ENV: &str = "QSIM_BENCH_RECEIVERS";
+/// Nanoseconds of CPU work (a busy loop against the clock) a `kernel-server` does per request
+/// before replying (default 0, at most [`MAX_WORK_NS`]).
+pub const WORK_ENV: &str = "QSIM_BENCH_WORK_NS";
+/// Most receiving threads of a `kernel-server`.
+pub const MAX_RECEIVERS: u32 = 8;
+/// Most work per request of a `kernel-server`: 10 ms.
+pub const MAX_WORK_NS: u64 = 10_000_000;
 
 /// A peer program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +51,22 @@ pub enum Role {
     SpinServer,
     /// Echoes on a floor mapping, sleeping on a shared futex.
     FutexServer,
+    /// Echoes on inherited pipes or a Unix socket (see [`crate::peers`]).
+    StreamServer,
+    /// Echoes iceoryx2 requests, polling (see [`crate::iox`]).
+    IceoryxServer,
+    /// Sends to a `kernel-server` as fast as it can and counts (see [`crate::throughput`]).
+    ThroughputClient,
 }
+
+const ROLES: [Role; 6] = [
+    Role::KernelServer,
+    Role::SpinServer,
+    Role::FutexServer,
+    Role::StreamServer,
+    Role::IceoryxServer,
+    Role::ThroughputClient,
+];
 
 impl Role {
     /// The value of [`ROLE_ENV`] that selects this role.
@@ -47,14 +75,15 @@ impl Role {
             Role::KernelServer => "kernel-server",
             Role::SpinServer => "spin-server",
             Role::FutexServer => "futex-server",
+            Role::StreamServer => "stream-server",
+            Role::IceoryxServer => "iceoryx2-server",
+            Role::ThroughputClient => "throughput-client",
         }
     }
 
     /// The role [`ROLE_ENV`]'s value `s` selects.
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::KernelServer, Role::SpinServer, Role::FutexServer]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        ROLES.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -98,10 +127,13 @@ fn run(role: Role) -> Result<(), BenchError> {
         Role::KernelServer => kernel_server(),
         Role::SpinServer => floor_server(Handoff::Spin),
         Role::FutexServer => floor_server(Handoff::Futex),
+        Role::StreamServer => crate::peers::serve_from_env(),
+        Role::IceoryxServer => crate::iox::serve_from_env(),
+        Role::ThroughputClient => crate::throughput::client_from_env(),
     }
 }
 
-fn env_opt(key: &str) -> Result<Option<String>, BenchError> {
+pub(crate) fn env_opt(key: &str) -> Result<Option<String>, BenchError> {
     match std::env::var(key) {
         Ok(v) => Ok(Some(v)),
         Err(std::env::VarError::NotPresent) => Ok(None),
@@ -109,18 +141,55 @@ fn env_opt(key: &str) -> Result<Option<String>, BenchError> {
     }
 }
 
-fn env_required(key: &str) -> Result<String, BenchError> {
+pub(crate) fn env_required(key: &str) -> Result<String, BenchError> {
     env_opt(key)?.ok_or_else(|| BenchError::Config(format!("{key} is not set")))
 }
 
-fn say_ready(rest: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "ready {rest}")?;
-    out.flush()
+/// The number in `key`, `default` if unset; an error if it is malformed or outside `range`.
+pub(crate) fn env_number<T>(
+    key: &str,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T, BenchError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(v) = env_opt(key)? else {
+        return Ok(default);
+    };
+    match v.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(BenchError::Config(format!(
+            "{key}={v:?} is not a number in {}..={}",
+            range.start(),
+            range.end()
+        ))),
+    }
 }
 
-/// Prints `ready <pid> <chid>`, then replies to every message with its own bytes; a message equal
-/// to [`STOP_MESSAGE`] is answered and ends the loop. Pulses are ignored.
+pub(crate) fn say_ready(rest: std::fmt::Arguments<'_>) -> Result<(), BenchError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {rest}")
+        .and_then(|()| out.flush())
+        .map_err(|e| BenchError::Config(format!("writing the ready line: {e}")))
+}
+
+/// Burns `work` of CPU time in a busy loop measured against the clock (never sleeping), as a
+/// server that computes something per request would.
+pub fn busy_for(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
+}
+
+/// Prints `ready <pid> <chid>`, then replies to every message with its own bytes, from
+/// [`RECEIVERS_ENV`] threads, each after [`WORK_ENV`] of CPU work; a message equal to
+/// [`STOP_MESSAGE`] is answered and ends the thread that received it (so stopping takes one per
+/// thread). Pulses are ignored.
 fn kernel_server() -> Result<(), BenchError> {
     let name = env_required(SYSTEM_ENV)?;
     let wait = match env_required(WAIT_ENV)?.as_str() {
@@ -128,17 +197,36 @@ fn kernel_server() -> Result<(), BenchError> {
         "blocking" => ChannelWait::Blocking,
         other => return Err(BenchError::Config(format!("{WAIT_ENV}={other:?}"))),
     };
-    let sys = SystemBuilder::new()
-        .name(name)
-        .limits(bench_limits())
-        .attach()?;
+    let receivers = env_number(RECEIVERS_ENV, 1, 1..=MAX_RECEIVERS)?;
+    let work = Duration::from_nanos(env_number(WORK_ENV, 0, 0..=MAX_WORK_NS)?);
+    let hold = env_opt(HOLD_ENV)?.is_some();
+    // The bench created the system; attach with whatever limits it chose.
+    let sys = SystemBuilder::new().name(name).attach()?;
     let chid = sys
         .channel_create_with(0, wait)
         .map_err(kernel("channel_create"))?;
-    say_ready(format_args!("{} {}", std::process::id(), chid.0))
-        .map_err(|e| BenchError::Config(format!("writing the ready line: {e}")))?;
-    let mut buf = vec![0u8; bench_limits().max_msg_size as usize];
-    let hold = env_opt(HOLD_ENV)?.is_some();
+    say_ready(format_args!("{} {}", std::process::id(), chid.0))?;
+    let others: Vec<_> = (1..receivers)
+        .map(|_| {
+            let sys = sys.clone();
+            std::thread::spawn(move || echo_messages(&sys, chid, hold, work))
+        })
+        .collect();
+    let mut result = echo_messages(&sys, chid, hold, work);
+    for t in others {
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(BenchError::Config("a receiving thread panicked".into())));
+        result = result.and(r);
+    }
+    sys.channel_destroy(chid)
+        .map_err(kernel("channel_destroy"))?;
+    result
+}
+
+/// One receiving thread of a `kernel-server`.
+fn echo_messages(sys: &System, chid: Chid, hold: bool, work: Duration) -> Result<(), BenchError> {
+    let mut buf = vec![0u8; sys.limits().max_msg_size as usize];
     loop {
         match sys
             .msg_receive(chid, &mut buf)
@@ -148,17 +236,16 @@ fn kernel_server() -> Result<(), BenchError> {
             Received::Message { rcvid, info } => {
                 let n = (info.msglen as usize).min(buf.len());
                 let msg = &buf[..n];
-                sys.msg_reply(rcvid, 0, msg).map_err(kernel("msg_reply"))?;
                 if msg == STOP_MESSAGE {
-                    break;
+                    sys.msg_reply(rcvid, 0, msg).map_err(kernel("msg_reply"))?;
+                    return Ok(());
                 }
+                busy_for(work);
+                sys.msg_reply(rcvid, 0, msg).map_err(kernel("msg_reply"))?;
             }
             Received::Pulse(_) => {}
         }
     }
-    sys.channel_destroy(chid)
-        .map_err(kernel("channel_destroy"))?;
-    Ok(())
 }
 
 /// Prints `ready <pid>` once it has read the mapping's state, then echoes until the client sends
@@ -168,7 +255,7 @@ fn floor_server(handoff: Handoff) -> Result<(), BenchError> {
     let map =
         SharedMapping::open(Path::new(&path), FLOOR_MAPPING_LEN).map_err(BenchError::Mapping)?;
     floor::serve(&map, handoff, || {
-        say_ready(format_args!("{}", std::process::id()))
+        say_ready(format_args!("{}", std::process::id())).map_err(std::io::Error::other)
     })
     .map_err(BenchError::Mapping)?;
     Ok(())

@@ -1,0 +1,183 @@
+//! The targets of issue 7, checked against one run's medians. A target whose rows were not
+//! measured (filtered out, failed, or not built yet) says so; none is loosened.
+
+use super::idle::IdleCpu;
+use super::Row;
+use crate::process::PlacementKind::{self, Apart, Same};
+use crate::summary::format_ns;
+
+/// Whether a target was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Met.
+    Met,
+    /// Missed.
+    Missed,
+    /// Its rows were not measured.
+    NotMeasured,
+}
+
+impl Verdict {
+    /// `met`, `MISSED` or `not measured`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One target and how this run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The claim, as the issue words it.
+    pub claim: String,
+    /// Met, missed, or not measured.
+    pub verdict: Verdict,
+    /// The numbers behind the verdict.
+    pub detail: String,
+}
+
+const KIB64: usize = 64 * 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Checks every target of issue 7 against `rows` (and the idle measurement, if made).
+pub fn evaluate(rows: &[Row], idle: Option<&IdleCpu>) -> Vec<Target> {
+    let med = |name: &str, payload: usize, p: PlacementKind| {
+        rows.iter()
+            .find(|r| r.case.name == name && r.case.payload == payload && r.case.placement == p)
+            .map(|r| r.median_ns)
+    };
+    let mut out = Vec::new();
+    // `a` / `b` must be at most `limit`.
+    let mut at_most =
+        |claim: String, a: Option<(&str, f64)>, b: Option<(&str, f64)>, limit: f64| {
+            out.push(match (a, b) {
+                (Some((an, a)), Some((bn, b))) if b > 0.0 => {
+                    let r = a / b;
+                    Target {
+                        claim,
+                        verdict: if r <= limit {
+                            Verdict::Met
+                        } else {
+                            Verdict::Missed
+                        },
+                        detail: format!(
+                            "{an} {} / {bn} {} = {r:.2} (limit {limit:.2})",
+                            format_ns(a),
+                            format_ns(b)
+                        ),
+                    }
+                }
+                _ => Target {
+                    claim,
+                    verdict: Verdict::NotMeasured,
+                    detail: "a row is missing".to_owned(),
+                },
+            })
+        };
+    let row = |name: &'static str, payload, p| med(name, payload, p).map(|m| (name, m));
+    at_most(
+        "msg_send 8 B apart <= 1.5 x spin_floor".into(),
+        row("msg_send", 8, Apart),
+        row("spin_floor", 8, Apart),
+        1.5,
+    );
+    // "n x faster" as msg_send / peer <= 1/n.
+    for (peer, times) in [("iceoryx2", 5.0), ("pipe", 100.0), ("uds_stream", 100.0)] {
+        at_most(
+            format!("msg_send 8 B apart >= {times} x faster than {peer}"),
+            row("msg_send", 8, Apart),
+            row(peer, 8, Apart),
+            1.0 / times,
+        );
+    }
+    for p in [Apart, Same] {
+        at_most(
+            format!("msg_send_blocking 8 B {} <= 1.15 x futex_floor", p.as_str()),
+            row("msg_send_blocking", 8, p),
+            row("futex_floor", 8, p),
+            1.15,
+        );
+    }
+    for peer in ["pipe", "uds_stream", "uds_seqpacket"] {
+        at_most(
+            format!("msg_send_blocking 8 B same beats {peer}"),
+            row("msg_send_blocking", 8, Same),
+            row(peer, 8, Same),
+            1.0,
+        );
+    }
+    at_most(
+        "same: adaptive msg_send 8 B <= 1.5 x msg_send_blocking".into(),
+        row("msg_send", 8, Same),
+        row("msg_send_blocking", 8, Same),
+        1.5,
+    );
+    for (payload, label, limit) in [(KIB64, "64 KiB", 1.15), (MIB, "1 MiB", 1.25)] {
+        at_most(
+            format!("{label}: msg_send apart <= {limit} x spin_floor"),
+            row("msg_send", payload, Apart),
+            row("spin_floor", payload, Apart),
+            limit,
+        );
+        for p in [Apart, Same] {
+            at_most(
+                format!(
+                    "{label}: msg_send_blocking {} <= {limit} x futex_floor",
+                    p.as_str()
+                ),
+                row("msg_send_blocking", payload, p),
+                row("futex_floor", payload, p),
+                limit,
+            );
+        }
+    }
+    // Throughput rows give ns per round trip: 1.5 x the throughput is 1/1.5 x the time.
+    at_most(
+        "throughput blocking c4: 2 receivers >= 1.5 x 1 receiver".into(),
+        row("throughput_blocking_c4_r2", 8, PlacementKind::None),
+        row("throughput_blocking_c4_r1", 8, PlacementKind::None),
+        1.0 / 1.5,
+    );
+    for claim in [
+        "ha_msg_send <= 1.05 x msg_send (8 B, adaptive)",
+        "recovery_detect <= 1 ms (stretch 0.2 ms)",
+        "recovery_total <= restart + 2 ms",
+    ] {
+        out.push(Target {
+            claim: claim.to_owned(),
+            verdict: Verdict::NotMeasured,
+            detail: "needs ha-lib's recovery (not built yet)".to_owned(),
+        });
+    }
+    out.push(match idle {
+        Some(i) => {
+            // A spinning thread would use the whole watch; allow 1 % of it.
+            let server_share = i.server_ns as f64 / i.watched.as_nanos() as f64;
+            let client_share = i.client_ns as f64 / i.client_blocked.as_nanos().max(1) as f64;
+            let ok = server_share <= 0.01 && client_share <= 0.01;
+            Target {
+                claim: "adaptive mode sleeps after its budget (idle server, client waiting on a slow reply)"
+                    .to_owned(),
+                verdict: if ok { Verdict::Met } else { Verdict::Missed },
+                detail: format!(
+                    "idle server used {} of CPU in {:.2} s ({:.3} %); client blocked {:.2} s used {} ({:.3} %)",
+                    format_ns(i.server_ns as f64),
+                    i.watched.as_secs_f64(),
+                    100.0 * server_share,
+                    i.client_blocked.as_secs_f64(),
+                    format_ns(i.client_ns as f64),
+                    100.0 * client_share
+                ),
+            }
+        }
+        None => Target {
+            claim: "adaptive mode sleeps after its budget".to_owned(),
+            verdict: Verdict::NotMeasured,
+            detail: "idle check not run".to_owned(),
+        },
+    });
+    out
+}
