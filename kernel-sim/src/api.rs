@@ -229,6 +229,8 @@ struct Inner {
     _watch_wake: Option<std::os::fd::OwnedFd>,
     /// This process's timers on this system (`timer_create`), fired by a thread of their own.
     timers: Arc<Timers>,
+    /// The send interposition point ([`crate::interpose`]).
+    interposer: crate::interpose::Interposer,
 }
 
 /// The timers of one process on one system. QNX's timers are process-owned kernel objects that
@@ -394,6 +396,7 @@ impl Inner {
             wait,
             _watch_wake: wake_write,
             timers: Arc::default(),
+            interposer: Default::default(),
         });
         if let Some(r) = wake_read {
             let weak = Arc::downgrade(&inner);
@@ -866,7 +869,11 @@ impl System {
     #[doc(alias = "ConnectDetach")]
     pub fn connect_detach(&self, coid: Coid) -> Result<()> {
         disarm();
-        self.k().connect_detach(coid.0)
+        self.k().connect_detach(coid.0)?;
+        if let Some(hook) = self.inner.interposer.hook.get() {
+            hook.coid_released(self, coid);
+        }
+        Ok(())
     }
 
     /// [`System::connect_detach`] for a server connection, as a DISCONNECT pulse reports it.
@@ -977,9 +984,46 @@ impl System {
         riov: &mut [&mut [u8]],
         t: Timeouts,
     ) -> Result<i32> {
+        let ip = &self.inner.interposer;
+        let epoch = ip.epoch.load(crate::sync::atomic::Ordering::Relaxed);
+        match self.send_direct(coid, siov, riov, t) {
+            Err(error) => match ip.hook.get() {
+                Some(hook) => {
+                    let mut again = || self.send_direct(coid, siov, riov, t);
+                    let mut failed = crate::interpose::FailedSend {
+                        coid,
+                        error,
+                        kind: crate::interpose::SendKind::Message,
+                        epoch,
+                        deadline: match (t.send, t.reply) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        },
+                        resend: &mut again,
+                    };
+                    hook.send_failed(self, &mut failed)
+                }
+                None => Err(error),
+            },
+            ok => ok,
+        }
+    }
+
+    /// The send itself, without the interposition.
+    fn send_direct(
+        &self,
+        coid: Coid,
+        siov: &[&[u8]],
+        riov: &mut [&mut [u8]],
+        t: Timeouts,
+    ) -> Result<i32> {
         let slot = self.slot()?;
         self.k()
             .msg_send(slot, coid.0, siov, riov, self.inner.wait, t)
+    }
+
+    pub(crate) fn interposer(&self) -> &crate::interpose::Interposer {
+        &self.inner.interposer
     }
 
     /// [`System::msg_send`] bounded by `timeout` in both the SEND-blocked and REPLY-blocked
@@ -1253,8 +1297,45 @@ impl System {
     #[doc(alias = "MsgSendPulse")]
     pub fn msg_send_pulse(&self, coid: Coid, priority: i32, code: i8, value: i32) -> Result<()> {
         disarm();
-        let slot = self.slot()?;
-        self.k().msg_send_pulse(slot, coid.0, priority, code, value)
+        let ip = &self.inner.interposer;
+        let epoch = ip.epoch.load(crate::sync::atomic::Ordering::Relaxed);
+        let direct = || {
+            let slot = self.slot()?;
+            self.k().msg_send_pulse(slot, coid.0, priority, code, value)
+        };
+        match direct() {
+            Err(error) => match ip.hook.get() {
+                Some(hook) => {
+                    let mut again = || direct().map(|()| 0);
+                    let mut failed = crate::interpose::FailedSend {
+                        coid,
+                        error,
+                        kind: crate::interpose::SendKind::Pulse,
+                        epoch,
+                        deadline: None,
+                        resend: &mut again,
+                    };
+                    hook.send_failed(self, &mut failed).map(|_| ())
+                }
+                None => Err(error),
+            },
+            ok => ok,
+        }
+    }
+
+    /// Bounds the send queue of the caller's channel `chid`: once `limit` messages and pulses
+    /// are queued, a `msg_send` that finds no receiver waiting fails with `EAGAIN` instead of
+    /// queueing (the request is not sent; `last_send_outcome` says `NotSent`). 0 removes the
+    /// bound (the default, QNX's behaviour: its send queues have no capacity limit). Pulses
+    /// are never refused by it. A simulator extension: the overload case that retry policies
+    /// (ha-lib's) exist for.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL`: `chid` is not a channel of the caller.
+    pub fn channel_queue_limit(&self, chid: Chid, limit: u32) -> Result<()> {
+        disarm();
+        self.k().channel_queue_limit(chid.0, limit)
     }
 
     /// How many messages and pulses wait on one of this process's channels, and how many threads

@@ -26,6 +26,7 @@
 //! - [`api`]: [`System`] and the QNX-shaped calls (`channel_create`, `msg_send`, ...).
 //! - [`fileio`]: the path space (`resmgr_attach`, path resolution) and the client helpers
 //!   `open`, `read`, `write`, `lseek`, `devctl`, each an ordinary send of an `_IO_*` message.
+//! - [`interpose`]: the send interposition point a library (ha-lib) installs a hook in.
 //! - [`iomsg`]: the `_IO_*` message headers and the helper that answers `_IO_CONNECT`,
 //!   `_IO_DUP` and `_IO_CLOSE` for raw servers.
 //! - [`kern`]: objects and state machine; [`kern::proto`] is the slot protocol and lock.
@@ -42,6 +43,8 @@ pub mod sync;
 pub mod api;
 #[cfg(not(loom))]
 pub mod fileio;
+#[cfg(not(loom))]
+pub mod interpose;
 #[cfg(not(loom))]
 pub mod iomsg;
 #[cfg(not(loom))]

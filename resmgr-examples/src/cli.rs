@@ -2,7 +2,7 @@
 //! (`echo-server`, `echo-client`) and `qsim run <example>`.
 
 use crate::echo;
-use crate::examples::{counter, devices, files};
+use crate::examples::{counter, devices, files, ha_reader};
 use crate::journal::Journal;
 use crate::resmgr::Stats;
 use clap::Args;
@@ -39,6 +39,10 @@ pub struct EchoServerArgs {
     /// Record every echoed message in this file, before replying.
     #[arg(long)]
     pub journal: Option<PathBuf>,
+    /// Echo this many messages, then receive the next one and never reply (a server that hangs
+    /// before it dies: its client stays blocked until the server is killed).
+    #[arg(long)]
+    pub hold_after: Option<u64>,
 }
 
 /// Echo client: sends each MESSAGE to the echo server and prints what comes back.
@@ -86,7 +90,7 @@ pub fn echo_server(args: &EchoServerArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail("echo-server", e),
     };
-    match echo::serve(&sys, &args.name, journal.as_ref(), ready) {
+    match echo::serve(&sys, &args.name, journal.as_ref(), args.hold_after, ready) {
         Ok(st) => {
             println!(
                 "echo-server: stopping after {} messages; {} client(s) came and went",
@@ -496,5 +500,64 @@ pub fn file_client(args: &FileClientArgs) -> ExitCode {
     match sys.close(fd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(who, format!("close: {e}")),
+    }
+}
+
+/// HA reader: reads a file from the file server with plain `read` calls, recovering (reopen
+/// and seek back) if the server is killed and restarted meanwhile.
+#[derive(Args, Debug, Clone)]
+pub struct HaReaderArgs {
+    #[command(flatten)]
+    pub common: ClientCommon,
+    /// Bytes per read.
+    #[arg(long, default_value_t = 16)]
+    pub chunk: usize,
+    /// After each read, wait for a line on stdin before the next (to kill the server between
+    /// reads by hand).
+    #[arg(long)]
+    pub step: bool,
+    /// How long recovery waits for the restarted server, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub budget: f64,
+    /// The file, such as /files/hello.txt.
+    pub path: String,
+}
+
+/// Runs the HA reader.
+pub fn ha_reader(args: &HaReaderArgs) -> ExitCode {
+    let who = "ha-reader";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if let Err(e) = sys.path_wait(&args.path, args.common.wait()) {
+        return fail(who, format!("{}: {e}", args.path));
+    }
+    match ha_lib::Ha::install(&sys) {
+        Ok(ha) => ha.set_wait_budget(Duration::from_secs_f64(args.budget.max(0.0))),
+        Err(e) => return fail(who, e),
+    }
+    let res = ha_reader::read_all(&sys, &args.path, args.chunk, |at, data| {
+        println!(
+            "{who}: read {} at {at}: {}",
+            data.len(),
+            String::from_utf8_lossy(data).escape_debug()
+        );
+        if args.step {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+    });
+    match res {
+        Ok((all, st)) => {
+            println!(
+                "{who}: done: {} bytes, {} recoveries",
+                all.len(),
+                st.recoveries
+                    .load(kernel_sim::sync::atomic::Ordering::Relaxed)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(who, e),
     }
 }

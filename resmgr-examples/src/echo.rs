@@ -37,6 +37,7 @@ pub fn request_id(msg: &[u8]) -> Option<u32> {
 
 /// Serves `name` until a stop pulse arrives. `ready` is called once the name is attached. With
 /// a `journal`, every echoed message is recorded (`echo pid=.. id=.. len=..`) before the reply.
+/// With `hold_after`, after that many echoes the next message is held unanswered for ever.
 ///
 /// # Errors
 ///
@@ -45,6 +46,7 @@ pub fn serve(
     sys: &System,
     name: &str,
     journal: Option<&Journal>,
+    hold_after: Option<u64>,
     ready: impl FnOnce(),
 ) -> Result<ServeStats, Errno> {
     let att = sys.name_attach(name)?;
@@ -63,6 +65,13 @@ pub fn serve(
                 let msg = &buf[..info.msglen as usize];
                 if iomsg::answer_bookkeeping(sys, rcvid, msg, &info)? {
                     continue;
+                }
+                if hold_after.is_some_and(|n| stats.echoed >= n) {
+                    // Hold this request for ever: the client stays REPLY-blocked until we die.
+                    println!("echo-server: holding a request from pid {}", info.pid);
+                    loop {
+                        std::thread::park();
+                    }
                 }
                 if let Some(j) = journal {
                     let id = request_id(msg).map_or_else(|| "-".to_string(), |i| i.to_string());

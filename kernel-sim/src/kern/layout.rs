@@ -262,8 +262,10 @@ pub struct Channel {
     pub q_len: AtomicU32,
     /// Thread slot + 1 of the last receiver (for the senders' adaptive spinning).
     pub last_receiver: AtomicU32,
+    /// Queued entries beyond which `msg_send` fails with `EAGAIN` (0: no bound).
+    pub queue_limit: AtomicU32,
     /// Pad to 64 bytes.
-    pub _pad: [AtomicU32; 5],
+    pub _pad: [AtomicU32; 4],
 }
 
 /// Object states for channels, connections, pulses and names (low byte of `state`).

@@ -1021,6 +1021,7 @@ impl<'a> Kernel<'a> {
         c.recv_top.store(0, X);
         c.last_sender.store(0, X);
         c.last_receiver.store(0, X);
+        c.queue_limit.store(0, X);
         // The pool entry first: a process killed between the two stores leaves an entry naming a
         // channel that never went live, which its cleanup clears; the other order would leave a
         // live channel nobody owns.
@@ -2147,6 +2148,14 @@ impl<'a> Kernel<'a> {
                         // by a live sender (see `repair_channel_locked`); the wake comes after.
                         hand_over(rt)
                     }
+                    None if c.queue_limit.load(X) != 0
+                        && c.q_len.load(X) >= c.queue_limit.load(X) =>
+                    {
+                        // The bounded send queue is full (a simulator extension): the request
+                        // is not sent; the caller may try again.
+                        ts.state.store(proto::make(gen, st::IDLE), W);
+                        return Err(Errno::AGAIN);
+                    }
                     None => {
                         let flag = if timeouts.send.is_some() || timeouts.reply.is_some() {
                             WAKE_ON_TAKE
@@ -2681,6 +2690,13 @@ impl<'a> Kernel<'a> {
             r = self.a.thread(r - 1).map_or(0, |t| t.recv_next.load(X));
         }
         Ok((c.q_len.load(X), receivers))
+    }
+
+    /// Bounds the send queue of the caller's channel `chid` to `limit` entries (0: no bound).
+    pub fn channel_queue_limit(&self, chid: i32, limit: u32) -> Result<(), Errno> {
+        let (_, _, c) = self.own_chan(chid).ok_or(Errno::INVAL)?;
+        c.queue_limit.store(limit, X);
+        Ok(())
     }
 
     /// The caller's death channel chid (0 if none).

@@ -8,6 +8,7 @@ use resmgr_examples::cli::{
     file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
     DevicesServerArgs, EchoClientArgs, EchoServerArgs, FileClientArgs, FileServerArgs,
 };
+use resmgr_examples::cli::{ha_reader, HaReaderArgs};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ enum Example {
     FileServer(FileServerArgs),
     /// The file client: open, seek, read in chunks.
     FileClient(FileClientArgs),
+    /// The HA reader: plain reads that carry on across a restart of the file server.
+    HaReader(HaReaderArgs),
 }
 
 /// A child process killed on drop, so the demo leaves nothing running even if it fails.
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::CounterClient(a)) => counter_client(&a),
         Cmd::Run(Example::FileServer(a)) => file_server(&a),
         Cmd::Run(Example::FileClient(a)) => file_client(&a),
+        Cmd::Run(Example::HaReader(a)) => ha_reader(&a),
         Cmd::Pidin { system } => {
             let b = SystemBuilder::new().watcher(false);
             let b = match system {
