@@ -541,6 +541,10 @@ impl Ha {
                     bump(&sh.counters.failures);
                     match self.recover(coid, sh, started, f.deadline(), &mut recoveries) {
                         Ok(()) => {}
+                        // The caller's deadline passed meanwhile: that is what it gets.
+                        Err(Give::Up) if f.deadline().is_some_and(|d| d <= Instant::now()) => {
+                            return Err(Errno::TIMEDOUT)
+                        }
                         Err(Give::Up) => return Err(dead),
                         Err(Give::TimedOut) => return Err(Errno::TIMEDOUT),
                     }

@@ -12,6 +12,11 @@ use std::time::Duration;
 /// `i < spins + yields`, then a `sleep` of `sleep` each. The default makes up to 1000 attempts
 /// (RMR's default); [`RetryPolicy::none`] returns the error at once (RMR's zero-retry mode).
 /// The caller's deadline, if any, bounds the retries too.
+///
+/// What the default costs when the queue never drains (`cargo run --release -p ha-lib
+/// --example retry_cost`, on this project's 2-vCPU VM): about 5.5 ms until `EAGAIN` reaches the
+/// caller, of which the 950 spins and yields take about 0.5 ms and the 50 sleeps the rest (a
+/// 20 µs sleep lasts about 100 µs there). A failed send in zero-retry mode costs about 0.1 µs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts after the first failure (0: none).
@@ -31,8 +36,8 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             attempts: 1000,
-            spins: 50,
-            yields: 450,
+            spins: 100,
+            yields: 850,
             sleep: Duration::from_micros(20),
             retry_pulses: false,
         }

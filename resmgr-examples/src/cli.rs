@@ -43,6 +43,10 @@ pub struct EchoServerArgs {
     /// before it dies: its client stays blocked until the server is killed).
     #[arg(long)]
     pub hold_after: Option<u64>,
+    /// Exit when stdin reaches end of file (so a supervisor or test that dies takes the server
+    /// with it).
+    #[arg(long)]
+    pub exit_on_eof: bool,
 }
 
 /// Echo client: sends each MESSAGE to the echo server and prints what comes back.
@@ -90,6 +94,9 @@ pub fn echo_server(args: &EchoServerArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail("echo-server", e),
     };
+    if args.exit_on_eof {
+        exit_on_stdin_eof("echo-server");
+    }
     match echo::serve(&sys, &args.name, journal.as_ref(), args.hold_after, ready) {
         Ok(st) => {
             println!(
@@ -194,16 +201,21 @@ pub struct ServerCommon {
 impl ServerCommon {
     fn watch_stdin(&self, who: &'static str) {
         if self.exit_on_eof {
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                    line.clear();
-                }
-                eprintln!("{who}: stdin closed, exiting");
-                std::process::exit(0);
-            });
+            exit_on_stdin_eof(who);
         }
     }
+}
+
+/// Exits the process when stdin reaches end of file (read on a thread of its own).
+fn exit_on_stdin_eof(who: &'static str) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+        }
+        eprintln!("{who}: stdin closed, exiting");
+        std::process::exit(0);
+    });
 }
 
 /// Arguments every example client takes.
