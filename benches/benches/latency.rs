@@ -9,7 +9,7 @@ use benches::floor::os::PairKind;
 use benches::floor::Handoff;
 use benches::iox::IceoryxPeer;
 use benches::peers::{kind_name, StreamPeer};
-use benches::process::{Placement, Watchdog};
+use benches::process::{clean_up_on_termination_signal, remove_stale_files, Placement, Watchdog};
 use benches::report::SENDV_PARTS;
 use benches::rtt::{FloorPeer, KernelCase, KernelPeer, RoundTrip};
 use benches::summary::{load_average, ratio_table, Recorder};
@@ -41,6 +41,11 @@ type Rows = Vec<(String, Option<f64>)>;
 fn main() {
     if let Some(code) = benches::role::dispatch() {
         std::process::exit(code);
+    }
+    clean_up_on_termination_signal();
+    let stale = remove_stale_files();
+    if !stale.is_empty() {
+        eprintln!("removed files of earlier runs that were killed: {stale:?}");
     }
     let load = || load_average().unwrap_or_else(|| "unknown".to_owned());
     eprintln!("load average before: {}", load());

@@ -388,3 +388,57 @@ pub fn remove_own_shm_files() -> Vec<PathBuf> {
     }
     files
 }
+
+/// Removes what earlier bench processes that no longer run left behind (one stopped by SIGINT or
+/// SIGKILL runs no destructor): `/dev/shm/qsimtest-bench-<pid>-*` and
+/// `<temp dir>/qsimtest-bench-<pid>-*` whose `<pid>` names no running process. Returns what it
+/// removed.
+pub fn remove_stale_files() -> Vec<PathBuf> {
+    let prefix = crate::floor::SHM_PREFIX;
+    let mut removed = Vec::new();
+    for dir in [PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_path(&e.path());
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// Removes this process's `/dev/shm` files and temp directories and exits when SIGINT, SIGTERM
+/// or SIGHUP arrives (peers die with it by their parent-death signal), so a bench stopped with
+/// Ctrl-C leaves nothing behind. Call first thing in `main`, after role dispatch.
+pub fn clean_up_on_termination_signal() {
+    let armed = os::on_termination_signal(|sig| {
+        remove_own_shm_files();
+        let prefix = format!("{}{}-", crate::floor::SHM_PREFIX, std::process::id());
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.filter_map(Result::ok) {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+                {
+                    remove_path(&e.path());
+                }
+            }
+        }
+        eprintln!("signal {sig}: removed this run's shared files; exiting");
+    });
+    if let Err(e) = armed {
+        eprintln!("cannot catch termination signals ({e}); Ctrl-C may leave files behind");
+    }
+}

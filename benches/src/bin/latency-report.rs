@@ -9,7 +9,10 @@
 //! role instead.
 #![forbid(unsafe_code)]
 
-use benches::process::{remove_own_shm_files, Placement, PlacementKind};
+use benches::process::{
+    clean_up_on_termination_signal, remove_own_shm_files, remove_stale_files, Placement,
+    PlacementKind,
+};
 use benches::report::render::{self, payload_label, JsonExtras};
 use benches::report::targets::{self, Verdict};
 use benches::report::{self, idle, selected, Case, Timing};
@@ -102,13 +105,27 @@ fn machine() -> String {
     let clock =
         std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
             .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
-    format!("{cpus} CPUs ({model}), clocksource {clock}")
+    format!(
+        "{cpus} CPUs ({model}), clocksource {clock}, one clock read {:.0} ns",
+        clock_read_ns()
+    )
+}
+
+/// What one `Instant::now` costs here: every latency sample includes one.
+fn clock_read_ns() -> f64 {
+    const N: u32 = 100_000;
+    let start = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(Instant::now());
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(N)
 }
 
 fn main() {
     if let Some(code) = benches::role::dispatch() {
         std::process::exit(code);
     }
+    clean_up_on_termination_signal();
     let args = Args::parse();
     let mut placements = Vec::new();
     for p in &args.placements {
@@ -159,13 +176,19 @@ fn main() {
         timing.budget = Duration::from_millis(ms.max(1));
         timing.throughput_budget = Duration::from_millis(ms.max(1)).max(timing.window);
     }
+    let stale = remove_stale_files();
+    if !stale.is_empty() {
+        eprintln!("removed files of earlier runs that were killed: {stale:?}");
+    }
+    // Before any pinning, which would hide the other CPUs.
+    let machine = machine();
     // Everything but the JSON goes to stderr with --json, the table to stdout without it.
     let load_before = load_average();
     eprintln!(
         "latency-report: {} cases x {} repeats; {}; load average before: {}",
         cases.len(),
         timing.repeats,
-        machine(),
+        machine,
         load_before.as_deref().unwrap_or("unknown")
     );
     for kind in [PlacementKind::Apart, PlacementKind::Same] {
@@ -203,8 +226,7 @@ fn main() {
     let rows = report::rows(&measured);
     let targets = targets::evaluate(&rows, idle.as_ref());
     let title = format!(
-        "qsim round trips: median vs payload ({}, load {})",
-        machine(),
+        "qsim round trips: median vs payload ({machine}, load {})",
         load_after.as_deref().unwrap_or("?")
     );
     let svg_path = args.svg.clone().unwrap_or_else(default_svg_path);

@@ -303,3 +303,40 @@ pub fn take_inherited_fd(raw: i32, kind: PairKind) -> io::Result<OwnedFd> {
     set_inheritable(fd.as_fd(), false)?;
     Ok(fd)
 }
+
+/// Makes SIGINT, SIGTERM and SIGHUP end the process through `on_signal` instead of at once:
+/// blocks them in the calling thread (and so in every thread it starts later; call this first
+/// thing in `main`) and starts a thread that waits for one (`sigwait`), runs `on_signal` with its
+/// number and exits with 128 + the number. A peer process spawned later starts with an empty
+/// signal mask (std's spawn resets it), and dies with the bench by its parent-death signal.
+///
+/// # Errors
+///
+/// The OS error of `pthread_sigmask`.
+pub fn on_termination_signal(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+    // SAFETY: `sigset_t` is plain data; sigemptyset initialises it below before any other use.
+    let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+    }
+    // SAFETY: `set` is an initialised sigset_t; the old mask is not asked for (null).
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset_t (moved into this thread by value) and `sig`
+        // a writable int; these signals are blocked in every thread, so sigwait receives them.
+        let r = unsafe { libc::sigwait(&set, &mut sig) };
+        if r == 0 {
+            on_signal(sig);
+            exit_now(128 + sig);
+        }
+    });
+    Ok(())
+}

@@ -217,14 +217,13 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         .filter(|r| SERIES.iter().any(|s| s.0 == r.case.name) && r.median_ns > 0.0)
         .map(|r| r.median_ns)
         .collect();
-    let lo = values
-        .iter()
-        .cloned()
-        .fold(f64::INFINITY, f64::min)
-        .max(0.1);
+    // With no latency rows (only throughput, say) the axis spans 100 ns to 100 µs.
+    let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let lo = if lo.is_finite() { lo.max(0.1) } else { 100.0 };
     let hi = values.iter().cloned().fold(0.0, f64::max).max(lo * 10.0);
     let (dlo, dhi) = (lo.log10().floor(), hi.log10().ceil());
-    let y = |v: f64| TOP + plot_h * (1.0 - (v.max(lo).log10() - dlo) / (dhi - dlo));
+    // Values are positive (filtered above), grid lines are powers of ten: no clamping needed.
+    let y = |v: f64| TOP + plot_h * (1.0 - (v.log10() - dlo) / (dhi - dlo));
     let x = |panel: usize, i: usize| {
         LEFT + panel as f64 * (PANEL_W + GAP) + PANEL_W * (i as f64 + 0.5) / PAYLOADS.len() as f64
     };
@@ -257,9 +256,8 @@ pub fn svg(rows: &[Row], title: &str) -> String {
             }
         );
         // Decade grid lines and labels.
-        let mut d = dlo;
-        while d <= dhi {
-            let v = 10f64.powf(d);
+        for decade in 0..=(dhi - dlo) as i32 {
+            let v = 10f64.powf(dlo + f64::from(decade));
             let yy = y(v);
             let _ = writeln!(
                 out,
@@ -273,7 +271,6 @@ pub fn svg(rows: &[Row], title: &str) -> String {
                 yy + 4.0,
                 format_ns(v).replace(".000", "").replace(".0 ", " ")
             );
-            d += 1.0;
         }
         let _ = writeln!(
             out,
@@ -416,6 +413,19 @@ mod tests {
         assert_eq!(j.lines().count(), 1);
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
         assert_eq!(json_num(f64::NAN), "null");
+    }
+
+    #[test]
+    fn svg_without_latency_rows_is_still_a_plot() {
+        let rows = [row(
+            "throughput_blocking_c1_r1",
+            8,
+            PlacementKind::None,
+            20_000.0,
+        )];
+        let s = svg(&rows, "t");
+        assert!(s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<polyline").count(), 0);
     }
 
     #[test]
