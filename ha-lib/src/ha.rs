@@ -184,13 +184,19 @@ impl Drop for Inside {
     }
 }
 
-/// Clears `recovering` and wakes the waiters even if the recovery function panics.
+/// Clears `recovering` and wakes the waiters if the recovery function panics. On the normal
+/// path the outcome is recorded and `recovering` cleared in one critical section (see
+/// `Ha::recover`), so a waiter never sees the flag down before the epoch is up.
 struct RecoveringFlag<'a>(&'a Shared);
 
 impl Drop for RecoveringFlag<'_> {
     fn drop(&mut self) {
-        lock(&self.0.state).recovering = false;
-        self.0.done.notify_all();
+        let mut st = lock(&self.0.state);
+        if st.recovering {
+            st.recovering = false;
+            drop(st);
+            self.0.done.notify_all();
+        }
     }
 }
 
@@ -474,14 +480,14 @@ impl Ha {
         drop(st);
         *recoveries += 1;
         tracing::info!(coid = coid.0, "server gone: running the recovery function");
+        let flag = RecoveringFlag(sh);
         let res = {
-            let _flag = RecoveringFlag(sh);
             let _inside = Inside::enter(deadline);
             rfn(self, coid)
         };
         let mut st = lock(&sh.state);
         st.acount_used += 1;
-        if res == Ok(coid) {
+        let out = if res == Ok(coid) {
             st.icount_used = 0;
             st.recovered_epoch = self.sys.advance_send_epoch();
             bump(&sh.counters.recoveries);
@@ -492,7 +498,13 @@ impl Ha {
             bump(&sh.counters.failed_recoveries);
             tracing::warn!(coid = coid.0, result = ?res, "recovery failed");
             Err(Give::Up)
-        }
+        };
+        // The outcome and the end of the recovery, seen together by the waiters.
+        st.recovering = false;
+        drop(st);
+        sh.done.notify_all();
+        drop(flag);
+        out
     }
 
     /// What the interposition does with a failed send (see the crate doc).

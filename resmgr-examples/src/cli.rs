@@ -71,8 +71,14 @@ pub struct EchoClientArgs {
     pub messages: Vec<String>,
 }
 
+/// Set when the process exits because its stdin closed: the errors its threads meet while
+/// the system goes away under them are not news.
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn fail(who: &str, e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{who}: {e}");
+    if !EXITING.load(std::sync::atomic::Ordering::Acquire) {
+        eprintln!("{who}: {e}");
+    }
     ExitCode::FAILURE
 }
 
@@ -213,6 +219,7 @@ fn exit_on_stdin_eof(who: &'static str) {
         while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
             line.clear();
         }
+        EXITING.store(true, std::sync::atomic::Ordering::Release);
         eprintln!("{who}: stdin closed, exiting");
         std::process::exit(0);
     });
@@ -381,15 +388,20 @@ pub fn counter_server(args: &CounterServerArgs) -> ExitCode {
         Err(c) => return c,
     };
     args.common.watch_stdin(who);
-    let res = counter::serve(&sys, args.common.journal.as_deref(), |d| {
-        println!(
-            "{who}: pid {} serves {} on system {}, value {}",
-            sys.pid().0,
-            counter::COUNTER_PATH,
-            sys.name(),
-            d.resource().value()
-        )
-    });
+    let res = counter::serve(
+        &sys,
+        args.common.journal.as_deref(),
+        args.common.threads,
+        |d| {
+            println!(
+                "{who}: pid {} serves {} on system {}, value {}",
+                sys.pid().0,
+                counter::COUNTER_PATH,
+                sys.name(),
+                d.resource().value()
+            )
+        },
+    );
     serve_report(who, res)
 }
 

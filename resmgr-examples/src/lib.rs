@@ -6,8 +6,14 @@
 //! 2. Every example runs as its own process and finds its peer by name, as QNX programs do.
 //! 3. Examples never panic on what a peer sends: a bad message gets an error reply.
 //!
-//! Module map: [`echo`] (the echo server and client), [`cli`] (their command-line front ends,
-//! shared by the `echo-server` and `echo-client` binaries and `qsim run`).
+//! Module map:
+//!
+//! - [`resmgr`]: the resource-manager framework (dispatch loop, OCBs, iofunc-like defaults);
+//!   [`journal`]: the servers' records of what they handled, written before each reply.
+//! - [`examples`]: `/dev/null` and `/dev/zero`, the counter, the file server, the HA reader.
+//! - [`echo`]: the echo server and client, on the raw kernel calls.
+//! - [`cli`]: the command-line front ends, shared by the `echo-server` and `echo-client`
+//!   binaries and `qsim run <example>`.
 #![forbid(unsafe_code)]
 
 pub mod cli;

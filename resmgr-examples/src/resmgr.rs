@@ -561,11 +561,17 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
                         st.errors += 1;
                     }
                     drop(st);
-                    // A client that is gone (ESRCH) needs no answer.
-                    let _ = match res {
+                    let sent = match res {
                         Ok(status) => self.sys.msg_reply(rcvid, status, &out),
                         Err(e) => self.sys.msg_error(rcvid, e),
                     };
+                    // A client that is gone (ESRCH) needs no answer; any other failure to
+                    // reply (a reply too large, say) must not leave the client blocked.
+                    if let Err(e) = sent {
+                        if e != Errno::SRCH {
+                            let _ = self.sys.msg_error(rcvid, e);
+                        }
+                    }
                 }
             }
         }
@@ -702,7 +708,10 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
                 if xtype != iomsg::IO_XTYPE_NONE {
                     return Err(Errno::NOSYS);
                 }
-                let n = nbytes as usize;
+                // No more than the client can take, nor than one reply can carry.
+                let n = (nbytes as usize)
+                    .min(info.dstmsglen as usize)
+                    .min(self.sys.limits().max_msg_size as usize);
                 self.rm.read(ctx, ocb, n, out)?;
                 out.truncate(n);
                 let at = ocb.offset;
@@ -814,15 +823,19 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
         if c.subtype != iomsg::IO_CONNECT_OPEN {
             return Err(Errno::NOSYS);
         }
+        if c.file_type == iomsg::FTYPE_NAME {
+            // A `name_open` of one of our names: the connection needs no OCB.
+            return if self.names.is_empty() {
+                Err(Errno::NOENT)
+            } else {
+                Ok(0)
+            };
+        }
         let Some(mount) = self
             .mounts
             .iter()
             .position(|(id, _)| id.handle() == c.handle)
         else {
-            // A `name_open` of one of our names: the connection needs no OCB.
-            if c.file_type == iomsg::FTYPE_NAME && !self.names.is_empty() {
-                return Ok(0);
-            }
             return Err(Errno::NOENT);
         };
         let req = OpenRequest {

@@ -74,3 +74,31 @@ fn timers_and_client_pulses_reach_the_handler_and_stop_ends_the_pool() {
     });
     assert_eq!((stats.opens, stats.closes), (1, 1));
 }
+
+#[test]
+fn name_open_on_a_dispatch_with_paths_needs_no_open_handler() {
+    struct Refuse;
+    impl ResourceManager for Refuse {
+        type Ocb = ();
+        fn open(&self, _: &Ctx<'_>, _: &OpenRequest<'_>) -> Result<(), kernel_sim::Errno> {
+            Err(kernel_sim::Errno::ACCES)
+        }
+    }
+    let ts = TestSystem::new("rm-name-open", small_limits());
+    let sys = &ts.sys;
+    let mut d = Dispatch::new(sys, Refuse).unwrap();
+    // The path takes the first registration slot (handle 0), as name_open's handle is 0.
+    d.attach("/refuse", 0).unwrap();
+    d.attach_name("svc").unwrap();
+    std::thread::scope(|s| {
+        let pool = s.spawn(|| d.run(1));
+        let c = sys.name_open("svc").unwrap();
+        sys.name_close(c).unwrap();
+        assert_eq!(
+            sys.open("/refuse", libc::O_RDONLY),
+            Err(kernel_sim::Errno::ACCES)
+        );
+        d.stop().unwrap();
+        pool.join().unwrap().unwrap();
+    });
+}

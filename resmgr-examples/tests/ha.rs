@@ -372,8 +372,8 @@ fn two_threads_on_one_broken_coid_run_one_recovery() {
     for s in senders {
         assert_eq!(s.join().unwrap(), Ok(8));
     }
-    assert_eq!(*calls.lock().unwrap(), 1);
     let c = ha.counters(coid).unwrap();
+    assert_eq!(*calls.lock().unwrap(), 1, "{c:?}");
     assert_eq!((c.recoveries, c.failures), (1, 2));
     let mut ids = echoed_ids(&j);
     ids.sort();
@@ -653,4 +653,28 @@ fn the_callers_deadline_bounds_the_whole_call_recovery_included() {
         sys.msg_send_timeout(coid, &req(1), &mut [0u8; 8], Duration::from_millis(50)),
         Err(Errno::TIMEDOUT)
     );
+}
+
+#[test]
+fn reconnect_lands_on_the_old_side_channel_number_with_lower_slots_free() {
+    let _w = Watchdog::new("side_channel_placeholders", 120);
+    let ts = TestSystem::new("ha-side", limits());
+    let j = TempFile::new("ha-side.journal");
+    let mut srv = echo_server(&ts, "ha-side", &j, &[]);
+    let sys = &ts.sys;
+    let c1 = sys.name_open("ha-side").unwrap();
+    let c2 = sys.name_open("ha-side").unwrap();
+    let (ha, c3) = ha_name_coid(sys, "ha-side");
+    assert!(c1.0 < c2.0 && c2.0 < c3.0);
+    // Two lower side slots free: the temporary name_open takes one, a placeholder the other.
+    sys.connect_detach(c1).unwrap();
+    sys.connect_detach(c2).unwrap();
+    srv.kill();
+    let srv2 = echo_server(&ts, "ha-side", &j, &[]);
+    assert_eq!(sys.msg_send(c3, &req(5), &mut [0u8; 8]), Ok(8));
+    assert_eq!(sys.connect_server_info(Pid(0), c3).unwrap().pid, srv2.pid);
+    assert_eq!(ha.counters(c3).unwrap().recoveries, 1);
+    // The helpers released their temporary coids and placeholders.
+    assert_eq!(sys.name_open("ha-side"), Ok(c1));
+    assert_eq!(sys.name_open("ha-side"), Ok(c2));
 }

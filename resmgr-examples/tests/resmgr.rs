@@ -278,7 +278,15 @@ fn file_server_reads_seeks_and_keeps_each_open_offset_apart() {
 
 #[test]
 fn file_server_writes_create_and_append() {
-    let ts = TestSystem::new("rm-fwrite", small_limits());
+    // Messages up to 256 KiB, so a write can be longer than the framework's 64 KiB receive
+    // buffer and the rest has to be fetched with msg_read.
+    let ts = TestSystem::new(
+        "rm-fwrite",
+        kernel_sim::Limits {
+            max_msg_size: 256 * 1024,
+            ..small_limits()
+        },
+    );
     let dir = Scratch::new("rm-fwrite");
     let _srv = server(&ts, "file-server", &["--root", dir.0.to_str().unwrap()]);
     let sys = &ts.sys;
@@ -291,13 +299,21 @@ fn file_server_writes_create_and_append() {
     let fd = sys
         .open("/files/new.txt", libc::O_WRONLY | libc::O_APPEND)
         .unwrap();
-    // A write larger than the receive buffer's first part is fetched with msg_read.
-    let big = vec![b'x'; 40_000];
-    assert_eq!(sys.write(fd, &big), Ok(40_000));
+    // Longer than the server's receive buffer: the rest is fetched with msg_read.
+    let big = vec![b'x'; 200_000];
+    assert_eq!(sys.write(fd, &big), Ok(200_000));
     sys.close(fd).unwrap();
     let on_disk = std::fs::read(dir.path("new.txt")).unwrap();
-    assert_eq!(on_disk.len(), 40_006);
+    assert_eq!(on_disk.len(), 200_006);
     assert!(on_disk.starts_with(b"hello xxx"));
+    // A read asking for more than a reply can carry is cut to what the client can take,
+    // rather than leaving the client without an answer.
+    let fd = sys.open("/files/new.txt", libc::O_RDONLY).unwrap();
+    let mut buf = vec![0u8; 150_000];
+    let raw = iomsg::io_read(1_000_000);
+    assert_eq!(sys.msg_send(fd, &raw, &mut buf), Ok(150_000));
+    assert_eq!(&buf[..6], b"hello ");
+    sys.close(fd).unwrap();
 }
 
 #[test]

@@ -194,12 +194,15 @@ fn main() -> ExitCode {
             };
             match b.attach() {
                 Ok(sys) => {
-                    println!(
-                        "system {} (this qsim pidin is pid {})",
+                    // A closed pipe (`qsim pidin | head`) is not an error worth a panic.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "system {} (this qsim pidin is pid {})\n{}",
                         sys.name(),
-                        sys.pid().0
+                        sys.pid().0,
+                        sys.snapshot()
                     );
-                    println!("{}", sys.snapshot());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -128,8 +128,8 @@ impl ResourceManager for Counter {
     }
 }
 
-/// Serves the counter (restored from `journal`, which then records every change) until
-/// stopped. `ready` runs once the path is attached.
+/// Serves the counter (restored from `journal`, which then records every change) on `threads`
+/// receiving threads until stopped. `ready` runs once the path is attached.
 ///
 /// # Errors
 ///
@@ -137,6 +137,7 @@ impl ResourceManager for Counter {
 pub fn serve(
     sys: &System,
     journal: Option<&Path>,
+    threads: usize,
     ready: impl FnOnce(&Dispatch<'_, Counter>),
 ) -> Result<Stats, Errno> {
     let mut d = Dispatch::new(sys, Counter::restore(journal))?;
@@ -145,7 +146,7 @@ pub fn serve(
     }
     d.attach(COUNTER_PATH, 0)?;
     ready(&d);
-    d.run(1)
+    d.run(threads)
 }
 
 /// `DCMD_COUNTER_GET` on an open counter.
