@@ -294,11 +294,19 @@ fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply()
         0,
         "no DISCONNECT before the reply"
     );
+    let snap = s.snapshot();
     assert_eq!(
-        s.snapshot().counts.connections,
-        1,
+        snap.counts.connections, 1,
         "its connection lives on for the reply"
     );
+    // The introspection view shows the lingering thread as a dead client's, REPLY-blocked on
+    // us, and under no live process (its process slot may be reused meanwhile).
+    assert_eq!(snap.orphans.len(), 1, "{snap}");
+    assert!(
+        snap.orphans[0].state.to_string().starts_with("REPLY"),
+        "{snap}"
+    );
+    assert!(snap.processes.iter().all(|p| p.pid != cpid));
     // ...the server's reply succeeds (and is discarded)...
     assert_eq!(s.msg_reply(rcvid, 0, b"too late, but fine"), Ok(()));
     // ...and completes the teardown: then the DISCONNECT pulse.
@@ -307,7 +315,9 @@ fn a_client_killed_reply_blocked_on_an_unblock_channel_lingers_until_the_reply()
     };
     assert_eq!((p.code, p.scoid), (pulse_code::DISCONNECT, info.scoid));
     s.scoid_detach(kernel_sim::Scoid(p.scoid)).unwrap();
-    let c = s.snapshot().counts;
+    let snap = s.snapshot();
+    assert!(snap.orphans.is_empty());
+    let c = snap.counts;
     assert_eq!((c.processes, c.connections, c.pulses), (1, 0, 0));
     assert_eq!(s.msg_reply(rcvid, 0, b""), Err(Errno::SRCH));
 }

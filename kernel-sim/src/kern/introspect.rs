@@ -148,13 +148,42 @@ pub struct Snapshot {
     pub channels: Vec<ChannelView>,
     /// Client coids.
     pub connections: Vec<ConnectionView>,
-    /// Names.
+    /// Names and paths.
     pub names: Vec<NameView>,
+    /// Threads of dead clients kept until their server replies (REPLY-blocked on an
+    /// `_NTO_CHF_UNBLOCK` channel when they died).
+    pub orphans: Vec<ThreadView>,
     /// Objects in use.
     pub counts: ObjectCounts,
 }
 
 impl Kernel<'_> {
+    fn thread_view(&self, s: u32, t: &super::layout::ThreadSlot) -> ThreadView {
+        let l = self.a.limits();
+        let (spid, schid) = self.chan_owner(t.chan.load(X));
+        let state = match proto::state_of(t.state.load(R)) {
+            st::SEND_BLOCKED => ThreadState::Send {
+                pid: spid,
+                chid: schid,
+            },
+            st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY => ThreadState::Reply {
+                pid: spid,
+                chid: schid,
+            },
+            st::RECV_WAIT => ThreadState::Receive {
+                chid: self.chan_owner(t.recv_chan.load(X)).1,
+            },
+            st::REPLIED | st::RECV_HANDED => ThreadState::Waking,
+            _ => ThreadState::Ready,
+        };
+        ThreadView {
+            tid: (s % l.threads_per_process + 1) as i32,
+            os_tid: t.tid.load(X) as i32,
+            priority: t.priority.load(X) as u8,
+            state,
+        }
+    }
+
     fn pid_of(&self, slot: u32) -> i32 {
         self.a.proc(slot).map_or(0, |p| p.pid.load(X) as i32)
     }
@@ -182,32 +211,12 @@ impl Kernel<'_> {
             let mut threads = Vec::new();
             for s in i * l.threads_per_process..(i + 1) * l.threads_per_process {
                 let Some(t) = a.thread(s) else { continue };
-                if t.alloc.load(R) == 0 {
+                let alloc = t.alloc.load(R);
+                // An orphan belongs to a dead client, not to whoever has this process slot now.
+                if alloc == 0 || alloc == super::ops::ALLOC_ORPHAN {
                     continue;
                 }
-                let w = t.state.load(R);
-                let (spid, schid) = self.chan_owner(t.chan.load(X));
-                let state = match proto::state_of(w) {
-                    st::SEND_BLOCKED => ThreadState::Send {
-                        pid: spid,
-                        chid: schid,
-                    },
-                    st::RECV_COPY | st::REPLY_BLOCKED | st::REPLY_BUSY => ThreadState::Reply {
-                        pid: spid,
-                        chid: schid,
-                    },
-                    st::RECV_WAIT => ThreadState::Receive {
-                        chid: self.chan_owner(t.recv_chan.load(X)).1,
-                    },
-                    st::REPLIED | st::RECV_HANDED => ThreadState::Waking,
-                    _ => ThreadState::Ready,
-                };
-                threads.push(ThreadView {
-                    tid: (s % l.threads_per_process + 1) as i32,
-                    os_tid: t.tid.load(X) as i32,
-                    priority: t.priority.load(X) as u8,
-                    state,
-                });
+                threads.push(self.thread_view(s, t));
             }
             snap.counts.threads += threads.len() as u32;
             snap.counts.processes += 1;
@@ -278,6 +287,14 @@ impl Kernel<'_> {
                     .is_some_and(|p| obj_st(p.state.load(R)) != obj_state::FREE)
             })
             .count() as u32;
+        for s in 0..l.thread_slots() {
+            if let Some(t) = a.thread(s) {
+                if t.alloc.load(R) == super::ops::ALLOC_ORPHAN {
+                    snap.orphans.push(self.thread_view(s, t));
+                    snap.counts.threads += 1;
+                }
+            }
+        }
         for i in 0..l.max_names {
             let Some(e) = a.name(i) else { continue };
             if obj_st(e.state.load(R)) != obj_state::LIVE {
@@ -358,6 +375,12 @@ impl fmt::Display for Snapshot {
                 "  pid {} coid {:#x} -> {} scoid {:#x}",
                 c.pid, c.coid, target, c.scoid
             )?;
+        }
+        if !self.orphans.is_empty() {
+            writeln!(f, "threads of dead clients, kept until their server replies:")?;
+            for t in &self.orphans {
+                writeln!(f, "  os tid {} {}", t.os_tid, t.state)?;
+            }
         }
         writeln!(f, "names and paths:")?;
         for n in &self.names {

@@ -224,7 +224,7 @@ const WAKE_ON_TAKE: u32 = 0x20;
 const MI_LINK_HELD: u32 = 0x8000_0000;
 
 /// `ThreadSlot::alloc` of a dead client's slot that lingers until its server replies.
-const ALLOC_ORPHAN: u32 = u32::MAX;
+pub(crate) const ALLOC_ORPHAN: u32 = u32::MAX;
 
 /// Set in a queued client's protocol word when its REPLY timeout was immediate: a receiver that
 /// reaches it drops it with `ETIMEDOUT` instead of receiving it (QNX never delivers it).
