@@ -51,79 +51,103 @@ pub fn evaluate(rows: &[Row], idle: Option<&IdleCpu>) -> Vec<Target> {
     };
     let mut out = Vec::new();
     // `a` / `b` must be at most `limit`.
-    let mut at_most =
-        |claim: String, a: Option<(&str, f64)>, b: Option<(&str, f64)>, limit: f64| {
-            out.push(match (a, b) {
-                (Some((an, a)), Some((bn, b))) if b > 0.0 => {
-                    let r = a / b;
-                    Target {
-                        claim,
-                        verdict: if r <= limit {
-                            Verdict::Met
-                        } else {
-                            Verdict::Missed
-                        },
-                        detail: format!(
-                            "{an} {} / {bn} {} = {r:.2} (limit {limit:.2})",
-                            format_ns(a),
-                            format_ns(b)
-                        ),
-                    }
-                }
-                _ => Target {
+    let at_most =
+        |claim: String, a: Option<(&str, f64)>, b: Option<(&str, f64)>, limit: f64| match (a, b) {
+            (Some((an, a)), Some((bn, b))) if b > 0.0 => {
+                let r = a / b;
+                Target {
                     claim,
-                    verdict: Verdict::NotMeasured,
-                    detail: "a row is missing".to_owned(),
-                },
-            })
+                    verdict: if r <= limit {
+                        Verdict::Met
+                    } else {
+                        Verdict::Missed
+                    },
+                    detail: format!(
+                        "{an} {} / {bn} {} = {r:.2} (limit {limit:.2})",
+                        format_ns(a),
+                        format_ns(b)
+                    ),
+                }
+            }
+            _ => Target {
+                claim,
+                verdict: Verdict::NotMeasured,
+                detail: "a row is missing".to_owned(),
+            },
         };
     let row = |name: &'static str, payload, p| med(name, payload, p).map(|m| (name, m));
-    at_most(
+    // `slow` / `fast` must be at least `times` (a speed-up, shown as one).
+    let at_least = |claim: String,
+                    slow: Option<(&str, f64)>,
+                    fast: Option<(&str, f64)>,
+                    times: f64| match (slow, fast) {
+        (Some((sn, s)), Some((fname, f))) if f > 0.0 => {
+            let r = s / f;
+            Target {
+                claim,
+                verdict: if r >= times {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                },
+                detail: format!(
+                    "{sn} {} / {fname} {} = {r:.2} (needs >= {times:.2})",
+                    format_ns(s),
+                    format_ns(f)
+                ),
+            }
+        }
+        _ => Target {
+            claim,
+            verdict: Verdict::NotMeasured,
+            detail: "a row is missing".to_owned(),
+        },
+    };
+    out.push(at_most(
         "msg_send 8 B apart <= 1.5 x spin_floor".into(),
         row("msg_send", 8, Apart),
         row("spin_floor", 8, Apart),
         1.5,
-    );
-    // "n x faster" as msg_send / peer <= 1/n.
+    ));
     for (peer, times) in [("iceoryx2", 5.0), ("pipe", 100.0), ("uds_stream", 100.0)] {
-        at_most(
+        out.push(at_least(
             format!("msg_send 8 B apart >= {times} x faster than {peer}"),
-            row("msg_send", 8, Apart),
             row(peer, 8, Apart),
-            1.0 / times,
-        );
+            row("msg_send", 8, Apart),
+            times,
+        ));
     }
     for p in [Apart, Same] {
-        at_most(
+        out.push(at_most(
             format!("msg_send_blocking 8 B {} <= 1.15 x futex_floor", p.as_str()),
             row("msg_send_blocking", 8, p),
             row("futex_floor", 8, p),
             1.15,
-        );
+        ));
     }
     for peer in ["pipe", "uds_stream", "uds_seqpacket"] {
-        at_most(
+        out.push(at_most(
             format!("msg_send_blocking 8 B same beats {peer}"),
             row("msg_send_blocking", 8, Same),
             row(peer, 8, Same),
             1.0,
-        );
+        ));
     }
-    at_most(
+    out.push(at_most(
         "same: adaptive msg_send 8 B <= 1.5 x msg_send_blocking".into(),
         row("msg_send", 8, Same),
         row("msg_send_blocking", 8, Same),
         1.5,
-    );
+    ));
     for (payload, label, limit) in [(KIB64, "64 KiB", 1.15), (MIB, "1 MiB", 1.25)] {
-        at_most(
+        out.push(at_most(
             format!("{label}: msg_send apart <= {limit} x spin_floor"),
             row("msg_send", payload, Apart),
             row("spin_floor", payload, Apart),
             limit,
-        );
+        ));
         for p in [Apart, Same] {
-            at_most(
+            out.push(at_most(
                 format!(
                     "{label}: msg_send_blocking {} <= {limit} x futex_floor",
                     p.as_str()
@@ -131,16 +155,16 @@ pub fn evaluate(rows: &[Row], idle: Option<&IdleCpu>) -> Vec<Target> {
                 row("msg_send_blocking", payload, p),
                 row("futex_floor", payload, p),
                 limit,
-            );
+            ));
         }
     }
     // Throughput rows give ns per round trip: 1.5 x the throughput is 1/1.5 x the time.
-    at_most(
+    out.push(at_least(
         "throughput blocking c4: 2 receivers >= 1.5 x 1 receiver".into(),
-        row("throughput_blocking_c4_r2", 8, PlacementKind::None),
         row("throughput_blocking_c4_r1", 8, PlacementKind::None),
-        1.0 / 1.5,
-    );
+        row("throughput_blocking_c4_r2", 8, PlacementKind::None),
+        1.5,
+    ));
     for claim in [
         "ha_msg_send <= 1.05 x msg_send (8 B, adaptive)",
         "recovery_detect <= 1 ms (stretch 0.2 ms)",
@@ -180,4 +204,71 @@ pub fn evaluate(rows: &[Row], idle: Option<&IdleCpu>) -> Vec<Target> {
         },
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Case, CaseKind};
+
+    fn row(name: &str, payload: usize, placement: PlacementKind, median_ns: f64) -> Row {
+        Row {
+            case: Case {
+                name: name.into(),
+                payload,
+                placement,
+                kind: CaseKind::Memcpy,
+            },
+            median_ns,
+            p99_ns: median_ns,
+            samples: 1,
+            floor: None,
+        }
+    }
+
+    fn verdict(targets: &[Target], claim_start: &str) -> Verdict {
+        targets
+            .iter()
+            .find(|t| t.claim.starts_with(claim_start))
+            .unwrap()
+            .verdict
+    }
+
+    #[test]
+    fn ratios_and_speed_ups_are_checked_in_the_right_direction() {
+        let rows = [
+            row("msg_send", 8, Apart, 150.0),
+            row("spin_floor", 8, Apart, 100.0),
+            row("pipe", 8, Apart, 15_000.0),
+            row("uds_stream", 8, Apart, 14_999.0),
+            row(
+                "throughput_blocking_c4_r1",
+                8,
+                PlacementKind::None,
+                30_000.0,
+            ),
+            row(
+                "throughput_blocking_c4_r2",
+                8,
+                PlacementKind::None,
+                20_000.0,
+            ),
+        ];
+        let t = evaluate(&rows, None);
+        assert_eq!(verdict(&t, "msg_send 8 B apart <= 1.5"), Verdict::Met);
+        assert_eq!(
+            verdict(&t, "msg_send 8 B apart >= 100 x faster than pipe"),
+            Verdict::Met
+        );
+        assert_eq!(
+            verdict(&t, "msg_send 8 B apart >= 100 x faster than uds_stream"),
+            Verdict::Missed
+        );
+        assert_eq!(
+            verdict(&t, "msg_send 8 B apart >= 5 x faster than iceoryx2"),
+            Verdict::NotMeasured
+        );
+        assert_eq!(verdict(&t, "throughput blocking c4"), Verdict::Met);
+        assert_eq!(verdict(&t, "ha_msg_send"), Verdict::NotMeasured);
+    }
 }
