@@ -29,6 +29,7 @@
 //! - [`interpose`]: the send interposition point a library (ha-lib) installs a hook in.
 //! - [`iomsg`]: the `_IO_*` message headers and the helper that answers `_IO_CONNECT`,
 //!   `_IO_DUP` and `_IO_CLOSE` for raw servers.
+//! - [`process`]: watching another process's exit (for supervisors).
 //! - [`kern`]: objects and state machine; [`kern::proto`] is the slot protocol and lock.
 //! - [`sync`]: atomics, cells, spin and futex wait/wake: the loom facade.
 //! - `shm`, `sys`: the mapping and the system calls.
@@ -47,6 +48,8 @@ pub mod fileio;
 pub mod interpose;
 #[cfg(not(loom))]
 pub mod iomsg;
+#[cfg(not(loom))]
+pub mod process;
 #[cfg(not(loom))]
 pub mod shm;
 #[cfg(not(loom))]

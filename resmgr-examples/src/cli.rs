@@ -585,3 +585,220 @@ pub fn ha_reader(args: &HaReaderArgs) -> ExitCode {
         Err(e) => fail(who, e),
     }
 }
+
+// ----- the HA manager -----------------------------------------------------------------------
+
+/// The HA manager: supervises the entities of its configuration file.
+#[derive(Args, Debug, Clone)]
+pub struct HamArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The name it attaches (/dev/name/local/<NAME>).
+    #[arg(long, default_value = "ham")]
+    pub name: String,
+    /// The configuration file (TOML; see docs/ham.md). Without one it supervises only the
+    /// entities that attach themselves.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Record every event and action in this file.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Keep the state a guardian takes over from in this file.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Keep a guardian: a standby that takes over if this manager is killed (needs --state).
+    #[arg(long)]
+    pub guardian: bool,
+    /// Run as the guardian of the manager called NAME (what --guardian starts).
+    #[arg(long, hide = true)]
+    pub standby: bool,
+    /// Let the entities it starts print to this terminal.
+    #[arg(long)]
+    pub entity_output: bool,
+}
+
+/// Runs the HA manager (or, with --standby, its guardian).
+pub fn ham(args: &HamArgs) -> ExitCode {
+    let who = "ham";
+    let sys = match open_system(who, &args.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if args.standby {
+        let Some(state) = &args.state else {
+            return fail(who, "--standby needs --state");
+        };
+        return match crate::ham::run_standby(
+            &sys,
+            &args.name,
+            state,
+            args.journal.clone(),
+            args.entity_output,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("ham guardian", e),
+        };
+    }
+    let config = match &args.config {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => match crate::ham::Config::parse(&text) {
+                Ok(c) => c,
+                Err(e) => return fail(who, format!("{}: {e}", p.display())),
+            },
+            Err(e) => return fail(who, format!("{}: {e}", p.display())),
+        },
+        None => crate::ham::Config::parse("").unwrap_or_default(),
+    };
+    let opts = crate::ham::Options {
+        name: args.name.clone(),
+        config,
+        journal: args.journal.clone(),
+        state: args.state.clone(),
+        guardian: args.guardian,
+        entity_output: args.entity_output,
+    };
+    let res = crate::ham::run(&sys, opts, || {
+        println!(
+            "ham: pid {} serves /dev/name/local/{} on system {}",
+            sys.pid().0,
+            args.name,
+            sys.name()
+        )
+    });
+    match res {
+        Ok(()) => {
+            println!("ham: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(who, e),
+    }
+}
+
+/// What to ask the HA manager.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HamRequest {
+    /// Print its entity table.
+    Status,
+    /// Stop it (and its guardian).
+    Stop,
+}
+
+/// Asks the HA manager for its entity table, or to stop.
+#[derive(Args, Debug, Clone)]
+pub struct HamCtlArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The manager's name.
+    #[arg(long, default_value = "ham")]
+    pub name: String,
+    /// With `stop`: kill the entities it supervises too.
+    #[arg(long)]
+    pub kill_entities: bool,
+    /// What to ask.
+    #[arg(value_enum)]
+    pub request: HamRequest,
+}
+
+/// Runs `qsim ham-ctl`.
+pub fn ham_ctl(args: &HamCtlArgs) -> ExitCode {
+    let who = "ham-ctl";
+    let sys = match args.system.builder().attach() {
+        Ok(s) => s,
+        Err(e) => return fail(who, e),
+    };
+    match args.request {
+        HamRequest::Status => match crate::ham::client::status(&sys, &args.name) {
+            Ok(rows) => {
+                println!(
+                    "{:<20} {:<9} {:>8} {:<6} {:>8}  gave up",
+                    "entity", "kind", "pid", "alive", "restarts"
+                );
+                for r in rows {
+                    println!(
+                        "{:<20} {:<9} {:>8} {:<6} {:>8}  {}",
+                        r.name, r.kind, r.pid, r.alive, r.restarts, r.gave_up
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(who, e),
+        },
+        HamRequest::Stop => match crate::ham::client::stop(&sys, &args.name, args.kill_entities) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(who, e),
+        },
+    }
+}
+
+/// A self-attached entity with a heartbeat (for trying the HA manager's heartbeat conditions).
+#[derive(Args, Debug, Clone)]
+pub struct HeartbeatArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The manager's name.
+    #[arg(long, default_value = "ham")]
+    pub ham: String,
+    /// The entity's name.
+    #[arg(long)]
+    pub name: String,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub period_ms: u64,
+    /// Missed beats that raise heartbeat-low.
+    #[arg(long, default_value_t = 2)]
+    pub low: u32,
+    /// Missed beats that raise heartbeat-high.
+    #[arg(long, default_value_t = 4)]
+    pub high: u32,
+    /// Beat this many times, then stop beating (and stay until stdin closes).
+    #[arg(long)]
+    pub beats: Option<u64>,
+    /// Detach (a clean exit) after the beats instead of staying.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// Runs the heartbeat entity.
+pub fn heartbeat(args: &HeartbeatArgs) -> ExitCode {
+    let who = "heartbeat";
+    let sys = match open_system(who, &args.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let period = Duration::from_millis(args.period_ms);
+    let me = match crate::ham::client::attach_self(
+        &sys,
+        &args.ham,
+        &args.name,
+        Some(period),
+        args.low,
+        args.high,
+    ) {
+        Ok(h) => h,
+        Err(e) => return fail(who, e),
+    };
+    println!("heartbeat: pid {} attached as {}", sys.pid().0, args.name);
+    let mut n = 0u64;
+    while args.beats.is_none_or(|b| n < b) {
+        if let Err(e) = me.heartbeat() {
+            return fail(who, format!("heartbeat: {e}"));
+        }
+        n += 1;
+        std::thread::sleep(period);
+    }
+    println!("heartbeat: stopped beating after {n} beats");
+    if args.detach {
+        return match me.detach() {
+            Ok(()) => {
+                println!("heartbeat: detached");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(who, e),
+        };
+    }
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).is_ok_and(|k| k > 0) {
+        line.clear();
+    }
+    ExitCode::SUCCESS
+}

@@ -11,6 +11,7 @@
 //! - [`resmgr`]: the resource-manager framework (dispatch loop, OCBs, iofunc-like defaults);
 //!   [`journal`]: the servers' records of what they handled, written before each reply.
 //! - [`examples`]: `/dev/null` and `/dev/zero`, the counter, the file server, the HA reader.
+//! - [`ham`]: the HA manager (supervision, restarts, heartbeats, guardian).
 //! - [`echo`]: the echo server and client, on the raw kernel calls.
 //! - [`cli`]: the command-line front ends, shared by the `echo-server` and `echo-client`
 //!   binaries and `qsim run <example>`.
@@ -19,5 +20,6 @@
 pub mod cli;
 pub mod echo;
 pub mod examples;
+pub mod ham;
 pub mod journal;
 pub mod resmgr;

@@ -285,6 +285,12 @@ pub trait ResourceManager: Sync {
         Err(Errno::NOSYS)
     }
 
+    /// A client connection went away (its DISCONNECT pulse), after the framework closed the
+    /// OCBs bound to it and before it detaches the scoid. Default: nothing.
+    fn disconnect(&self, sys: &System, scoid: i32) {
+        let _ = (sys, scoid);
+    }
+
     /// A pulse the framework does not handle itself (user codes, timers, COIDDEATH, ...).
     /// Default: ignored.
     fn pulse(&self, sys: &System, pulse: &Pulse) {
@@ -467,6 +473,12 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
         self.chid
     }
 
+    /// A side-channel connection to this dispatch's own channel: other threads of the server
+    /// send it pulses (for [`ResourceManager::pulse`]) through it.
+    pub fn self_coid(&self) -> Coid {
+        self.self_coid
+    }
+
     /// The resource manager.
     pub fn resource(&self) -> &R {
         &self.rm
@@ -591,6 +603,7 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
                 for ocb in gone {
                     self.close(ocb, CloseReason::ClientGone);
                 }
+                self.rm.disconnect(self.sys, p.scoid);
                 let _ = self.sys.scoid_detach(Scoid(p.scoid));
             }
             // Handlers reply before they return, so there is never a request to unblock.

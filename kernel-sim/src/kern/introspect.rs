@@ -377,7 +377,10 @@ impl fmt::Display for Snapshot {
             )?;
         }
         if !self.orphans.is_empty() {
-            writeln!(f, "threads of dead clients, kept until their server replies:")?;
+            writeln!(
+                f,
+                "threads of dead clients, kept until their server replies:"
+            )?;
             for t in &self.orphans {
                 writeln!(f, "  os tid {} {}", t.os_tid, t.state)?;
             }

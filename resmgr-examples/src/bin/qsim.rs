@@ -8,7 +8,9 @@ use resmgr_examples::cli::{
     file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
     DevicesServerArgs, EchoClientArgs, EchoServerArgs, FileClientArgs, FileServerArgs,
 };
-use resmgr_examples::cli::{ha_reader, HaReaderArgs};
+use resmgr_examples::cli::{
+    ha_reader, ham, ham_ctl, heartbeat, HaReaderArgs, HamArgs, HamCtlArgs, HeartbeatArgs,
+};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +41,10 @@ enum Cmd {
         #[arg(long)]
         system: Option<String>,
     },
+    /// Run the HA manager: start, watch and restart the entities of a configuration file.
+    Ham(HamArgs),
+    /// Ask the HA manager for its entity table, or to stop.
+    HamCtl(HamCtlArgs),
     /// Remove a system's arena file (the default system unless --system is given).
     Clean {
         /// System (arena) name; default: $QSIM_SYSTEM, else qsim-<uid>.
@@ -67,6 +73,8 @@ enum Example {
     FileClient(FileClientArgs),
     /// The HA reader: plain reads that carry on across a restart of the file server.
     HaReader(HaReaderArgs),
+    /// A self-attached HA-manager entity with a heartbeat.
+    Heartbeat(HeartbeatArgs),
 }
 
 /// A child process killed on drop, so the demo leaves nothing running even if it fails.
@@ -186,6 +194,9 @@ fn main() -> ExitCode {
         Cmd::Run(Example::FileServer(a)) => file_server(&a),
         Cmd::Run(Example::FileClient(a)) => file_client(&a),
         Cmd::Run(Example::HaReader(a)) => ha_reader(&a),
+        Cmd::Run(Example::Heartbeat(a)) => heartbeat(&a),
+        Cmd::Ham(a) => ham(&a),
+        Cmd::HamCtl(a) => ham_ctl(&a),
         Cmd::Pidin { system } => {
             let b = SystemBuilder::new().watcher(false);
             let b = match system {
