@@ -140,6 +140,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 thread_local! {
+    /// The coids this thread's reconnect helpers are re-establishing: their releases keep the
+    /// HA state (any other release drops it, even inside a recovery function).
+    static KEEP: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Depth of recovery functions (and of this library's own reconnect helpers) on this thread.
     static INSIDE: Cell<u32> = const { Cell::new(0) };
     /// The deadline of the send whose recovery runs on this thread.
@@ -181,6 +184,27 @@ impl Drop for Inside {
     fn drop(&mut self) {
         INSIDE.with(|c| c.set(c.get().saturating_sub(1)));
         DEADLINE.with(|d| d.set(self.prev_deadline));
+    }
+}
+
+/// Marks coids whose releases keep their HA state (a reconnect helper re-establishing them),
+/// for the guard's life.
+pub(crate) struct Keep(usize);
+
+impl Keep {
+    pub(crate) fn coids(coids: &[Coid]) -> Keep {
+        KEEP.with(|k| k.borrow_mut().extend(coids.iter().map(|c| c.0)));
+        Keep(coids.len())
+    }
+}
+
+impl Drop for Keep {
+    fn drop(&mut self) {
+        KEEP.with(|k| {
+            let mut k = k.borrow_mut();
+            let n = k.len().saturating_sub(self.0);
+            k.truncate(n);
+        });
     }
 }
 
@@ -439,6 +463,7 @@ impl Ha {
     fn recover(
         &self,
         coid: Coid,
+        trigger: Errno,
         sh: &Shared,
         started: u64,
         deadline: Option<Instant>,
@@ -479,7 +504,11 @@ impl Ha {
         st.recovering = true;
         drop(st);
         *recoveries += 1;
-        tracing::info!(coid = coid.0, "server gone: running the recovery function");
+        tracing::info!(
+            coid = coid.0,
+            error = ?trigger,
+            "server gone: running the recovery function"
+        );
         let flag = RecoveringFlag(sh);
         let res = {
             let _inside = Inside::enter(deadline);
@@ -507,6 +536,11 @@ impl Ha {
         out
     }
 
+    /// Whether this thread's last send failed before its request was queued.
+    fn not_sent(&self) -> bool {
+        self.sys.last_send_outcome() == kernel_sim::SendOutcome::NotSent
+    }
+
     /// What the interposition does with a failed send (see the crate doc).
     fn on_failure(&self, f: &mut FailedSend<'_>) -> Result<i32, Errno> {
         if Inside::active() {
@@ -529,13 +563,20 @@ impl Ha {
                     if f.kind() == SendKind::Pulse && !policy.retry_pulses {
                         return Err(err);
                     }
+                    // Only a request that never left (the kernel's full queue, a cleanup in
+                    // progress) is sent again; an EAGAIN the server itself answered stands.
+                    if f.kind() == SendKind::Message && !self.not_sent() {
+                        return Err(err);
+                    }
                     let mut r = Err(err);
                     for i in 0..policy.attempts {
                         policy.pause(i);
                         bump(&counters.retries);
                         started = self.sys.send_epoch();
                         r = f.resend();
-                        if !matches!(r, Err(e) if SendState::of_errno(e).is_retryable()) {
+                        let again = matches!(r, Err(e) if SendState::of_errno(e).is_retryable())
+                            && (f.kind() == SendKind::Pulse || self.not_sent());
+                        if !again {
                             break;
                         }
                     }
@@ -544,6 +585,7 @@ impl Ha {
                         Err(e) if SendState::of_errno(e).is_retryable() => return Err(e),
                         Err(e) => err = e,
                     }
+                    continue;
                 }
                 SendState::NoEndpoint if err != Errno::NOENT => {
                     let dead = *first_dead.get_or_insert(err);
@@ -551,7 +593,7 @@ impl Ha {
                         return Err(dead);
                     };
                     bump(&sh.counters.failures);
-                    match self.recover(coid, sh, started, f.deadline(), &mut recoveries) {
+                    match self.recover(coid, err, sh, started, f.deadline(), &mut recoveries) {
                         Ok(()) => {}
                         // The caller's deadline passed meanwhile: that is what it gets.
                         Err(Give::Up) if f.deadline().is_some_and(|d| d <= Instant::now()) => {
@@ -591,9 +633,9 @@ impl SendHook for Hook {
     }
 
     fn coid_released(&self, _sys: &System, coid: Coid) {
-        // The library's own releases (inside recovery or its helpers) keep the HA state: the
-        // number is about to be re-established.
-        if Inside::active() {
+        // The reconnect helpers' own releases keep the HA state: the number is about to be
+        // re-established.
+        if KEEP.with(|k| k.borrow().contains(&coid.0)) {
             return;
         }
         lock(&self.core.table).remove(&coid.0);

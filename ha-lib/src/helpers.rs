@@ -1,7 +1,7 @@
 //! The explicit covers, the HA-aware versions of the calls that make and release coids, and
 //! the reconnect helpers a recovery function uses to put a new connection on the old number.
 
-use crate::ha::{Ha, Inside};
+use crate::ha::{Ha, Inside, Keep};
 use crate::policy::SendState;
 use kernel_sim::{Chid, Coid, Errno, Pid, SIDE_CHANNEL};
 use std::time::{Duration, Instant};
@@ -189,15 +189,15 @@ impl Ha {
 
     // ----- reconnect helpers, for recovery functions ----------------------------------------
 
-    /// Calls `f` until it gives something other than a transient error (`EAGAIN`: the system
-    /// is out of connections or pulses; `ENXIO`: the target is still being cleaned up), with
-    /// the retry policy's pauses, within the wait budget.
+    /// Calls `f` until it gives something other than a transient error (`ENFILE`: the system
+    /// is out of connections; `EAGAIN`: out of pulses or thread slots; `ENXIO`: the target is
+    /// still being cleaned up), with the retry policy's pauses, within the wait budget.
     fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
         let end = Instant::now().checked_add(self.wait_left()?);
         let mut i = 0u32;
         loop {
             match f() {
-                Err(e) if SendState::of_errno(e).is_retryable() => {
+                Err(e) if SendState::of_errno(e).is_retryable() || e == Errno::NFILE => {
                     if end.is_some_and(|end| Instant::now() >= end) {
                         return Err(e);
                     }
@@ -232,6 +232,7 @@ impl Ha {
         let _inside = Inside::enter(None);
         let sys = self.sys();
         let siblings = self.siblings(old);
+        let _keep = Keep::coids(&[&[old][..], &siblings].concat());
         let _ = sys.connect_detach(old);
         for s in &siblings {
             let _ = sys.connect_detach(*s);
@@ -304,6 +305,7 @@ impl Ha {
         let _inside = Inside::enter(None);
         let sys = self.sys();
         let siblings = self.siblings(old);
+        let _keep = Keep::coids(&[&[old][..], &siblings].concat());
         let _ = sys.connect_detach(old);
         for s in &siblings {
             let _ = sys.connect_detach(*s);

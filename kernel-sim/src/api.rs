@@ -581,7 +581,8 @@ impl Received {
 /// How a thread's last send ended ([`System::last_send_outcome`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// The server replied (with a status or an errno).
+    /// The server replied with a status (a `msg_error` reply counts as
+    /// [`SendOutcome::ReceivedNoReply`]: the call failed after the server received it).
     Replied,
     /// The call failed while the request was queued: no server ever saw it.
     NotReceived,

@@ -151,7 +151,7 @@ impl System {
     ///
     /// - `ENOENT`: no server's mountpoint covers the path, or every one answered `ENOENT`.
     /// - `ENAMETOOLONG`, `EINVAL`: as [`normalize_path`].
-    /// - `EMFILE`: no free coid; `EAGAIN`: no free connection in the system.
+    /// - `EMFILE`: no free coid; `ENFILE`: no free connection in the system.
     /// - any other errno the server gives the open (`EACCES`, `EISDIR`, ...).
     pub fn open_mode(&self, path: &str, oflag: i32, mode: u32) -> Result<Coid> {
         let norm = normalize_path(path)?;

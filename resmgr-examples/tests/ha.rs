@@ -302,31 +302,42 @@ fn other_errors_pass_through_without_recovery() {
     let ts = TestSystem::new("ha-other", limits());
     let sys = &ts.sys;
     let ha = Ha::install(sys).unwrap();
-    // A server in this process answers ENOSYS to everything but _IO_CONNECT.
+    // A server in this process answers ENOSYS, then EAGAIN, to everything but _IO_CONNECT,
+    // and counts what it received.
     let att = sys.name_attach("ha-enosys").unwrap();
     let chid = att.chid;
     let server = {
         let sys = sys.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 64];
-            for _ in 0..2 {
-                if let Ok(Received::Message { rcvid, info }) = sys.msg_receive(chid, &mut buf) {
+            let mut got = 0;
+            for answer in [Errno::NOSYS, Errno::AGAIN] {
+                loop {
+                    let Ok(Received::Message { rcvid, info }) = sys.msg_receive(chid, &mut buf)
+                    else {
+                        continue;
+                    };
                     let m = &buf[..info.msglen as usize];
                     if iomsg::answer_bookkeeping(&sys, rcvid, m, &info).unwrap_or(true) {
                         continue;
                     }
-                    let _ = sys.msg_error(rcvid, Errno::NOSYS);
+                    got += 1;
+                    let _ = sys.msg_error(rcvid, answer);
+                    break;
                 }
             }
+            got
         })
     };
     let coid = sys.name_open("ha-enosys").unwrap();
     ha.attach(coid, |_: &Ha, c: Coid, _: &()| Ok(c), (), 0)
         .unwrap();
     assert_eq!(sys.msg_send(coid, &req(1), &mut []), Err(Errno::NOSYS));
+    // An EAGAIN the server itself answers is not a full queue: it is not sent again.
+    assert_eq!(sys.msg_send(coid, &req(2), &mut []), Err(Errno::AGAIN));
     let c = ha.counters(coid).unwrap();
     assert_eq!((c.failures, c.recoveries, c.retries), (0, 0, 0));
-    server.join().unwrap();
+    assert_eq!(server.join().unwrap(), 2);
     let _ = sys.name_detach(att);
 }
 

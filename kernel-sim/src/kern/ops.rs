@@ -2089,7 +2089,9 @@ impl<'a> Kernel<'a> {
         let rcap = rparts.iter().map(|p| p.len()).sum::<usize>().min(max);
         loop {
             ts.result_kind.store(result_kind::NOT_SENT, X);
-            let t = self.resolve(coid)?;
+            let t = self.resolve(coid).inspect_err(|e| {
+                tracing::debug!(coid, error = ?e, "msg_send: no live connection");
+            })?;
             let c = a.chan(t.chan).ok_or(Errno::BADF)?;
             let w = ts.state.load(R);
             let mut gen = proto::gen_of(w);
