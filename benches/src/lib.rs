@@ -14,26 +14,31 @@
 //!    stuck in a hand-off.
 //! 5. **A broken exchange is never a number**: every reply is checked to echo its request.
 //!
-//! Method (`benches/latency.rs`, group `rtt_8B_apart`): the bench process pins itself to CPU 0
-//! and starts each case's server pinned to CPU 1 (see [`process::Placement::apart`]), then times
-//! round trips of an 8-byte payload:
+//! Two programs use the same ping-pong code ([`rtt`], [`peers`], [`iox`], [`throughput`]):
 //!
-//! - `msg_send`: kernel-sim `msg_send` / `msg_receive` / `msg_reply`, the system's default
-//!   (adaptive) wait mode;
-//! - `msg_send_blocking`: the same on a channel created with `ChannelWait::Blocking`;
-//! - `futex_floor`: a shared-futex wake on every hand-off, no spinning;
-//! - `spin_floor`: spinning on one shared cache line per direction.
+//! - `latency-report` (`src/bin/latency-report.rs`, [`report`]): every case of issue 7 in one
+//!   table, repeated and interleaved, with ratios to the floors, JSON, an SVG plot and the
+//!   issue's targets checked;
+//! - `benches/latency.rs` (criterion): groups `rtt_8B_apart`, `rtt_payload_apart` and
+//!   `rtt_8B_same`; `benches/death.rs`: death detection.
 //!
-//! Group `rtt_payload_apart` then times `msg_send`, `futex_floor` and `spin_floor` the same way
-//! with payloads of 256 B, 4 KiB and 64 KiB.
+//! Cases: `msg_send` (adaptive) and `msg_send_blocking`, `msg_sendv` (4 parts), the floors
+//! (`spin_floor`, `futex_floor`, `memcpy`), the peers (`pipe`, `uds_stream`, `uds_seqpacket`,
+//! `iceoryx2`), and `throughput_<mode>_c<clients>_r<receivers>`, in placements `apart` (client
+//! CPU 0, server CPU 1), `same` (both CPU 0) and `none` ([`process::Placement`]). The method is
+//! in `docs/benchmarks.md`.
 //!
 //! Module map:
 //!
-//! - [`rtt`]: the round-trip clients ([`rtt::KernelPeer`], [`rtt::FloorPeer`]).
+//! - [`rtt`]: the round-trip drivers and the kernel-sim and floor clients.
+//! - [`peers`]: pipe and Unix-socket echo peers; [`iox`]: the iceoryx2 request-response peer.
+//! - [`throughput`]: several client processes against one server.
 //! - [`role`]: the peer programs the clients start (this binary again, in another role).
-//! - [`process`]: peer processes, CPU placement, the watchdog.
-//! - [`summary`]: medians and the ratio table.
-//! - [`floor`]: the floor protocol, shared mappings and Linux calls: the only `unsafe` here.
+//! - [`process`]: peer processes, CPU placement, the watchdog, cleanup of shared files.
+//! - [`report`]: the report's cases, statistics, table, JSON, SVG and targets.
+//! - [`summary`]: medians of criterion's samples and its ratio table.
+//! - [`floor`]: the floor protocol, counters, shared mappings and Linux calls: the only `unsafe`
+//!   here.
 //! - [`error`]: the one error type, [`BenchError`].
 #![deny(unsafe_code)]
 

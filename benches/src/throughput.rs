@@ -2,7 +2,7 @@
 //! `kernel-server` with one or more receiving threads, each request costing the server a fixed
 //! amount of CPU work (a busy loop against the clock, not a sleep, so a second receiving thread
 //! has work to share). Clients count their completed round trips in a shared
-//! [`Counters`](crate::floor::Counters) mapping; the bench reads the sum once per window and
+//! [`Counters`] mapping; the bench reads the sum once per window and
 //! records nanoseconds per completed round trip, all clients together.
 //!
 //! Everything runs unpinned (placement `none`): the scheduler spreads the processes.

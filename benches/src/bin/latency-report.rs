@@ -46,7 +46,7 @@ struct Args {
     /// Placements (apart, same, none), comma-separated [default: all].
     #[arg(long, value_delimiter = ',')]
     placements: Vec<String>,
-    /// Where to write the SVG plot [default: <target dir>/qsim-bench/latency.svg].
+    /// Where to write the SVG plot (default: `<target dir>/qsim-bench/latency.svg`).
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Skip the check that an idle adaptive server and a waiting client sleep.
