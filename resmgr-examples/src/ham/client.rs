@@ -115,7 +115,16 @@ fn with_manager<T>(
     ham: &str,
     f: impl FnOnce(Coid) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
-    let coid = sys.name_wait_open(ham, Some(WAIT))?;
+    with_manager_within(sys, ham, WAIT, f)
+}
+
+fn with_manager_within<T>(
+    sys: &System,
+    ham: &str,
+    wait: Duration,
+    f: impl FnOnce(Coid) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let coid = sys.name_wait_open(ham, Some(wait))?;
     let r = f(coid);
     let _ = sys.name_close(coid);
     r
@@ -171,7 +180,21 @@ pub fn notify(
 ///
 /// `ETIMEDOUT` if there is no manager.
 pub fn stop(sys: &System, ham: &str, kill_entities: bool) -> Result<(), Errno> {
-    with_manager(sys, ham, |coid| {
+    stop_within(sys, ham, kill_entities, WAIT)
+}
+
+/// [`stop`], waiting at most `wait` for the manager's name.
+///
+/// # Errors
+///
+/// `ETIMEDOUT` if there is no manager.
+pub fn stop_within(
+    sys: &System,
+    ham: &str,
+    kill_entities: bool,
+    wait: Duration,
+) -> Result<(), Errno> {
+    with_manager_within(sys, ham, wait, |coid| {
         let msg = proto::encode(proto::MSG_STOP, &Stop { kill_entities });
         send(sys, coid, &msg, &mut []).map(|_| ())
     })

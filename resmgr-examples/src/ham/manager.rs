@@ -173,14 +173,41 @@ impl Manager {
             .collect();
         if let Some(saved) = &saved {
             for s in &saved.entities {
-                if let Some(e) = entities.iter_mut().find(|e| e.cfg.name == s.name) {
-                    e.pid = s.pid;
-                    e.start = s.start;
-                    e.alive = s.alive;
-                    e.restarts = s.restarts;
-                    e.gave_up = s.gave_up;
-                    e.kind = s.kind;
-                }
+                let i = match entities.iter().position(|e| e.cfg.name == s.name) {
+                    Some(i) => i,
+                    None => {
+                        // Self-attached entities are not in the configuration: take them over
+                        // too, to be re-attached by their processes.
+                        entities.push(Entity {
+                            cfg: EntityConfig {
+                                name: s.name.clone(),
+                                command: Vec::new(),
+                                pid: None,
+                                restart: None,
+                                action: Vec::new(),
+                            },
+                            kind: s.kind,
+                            pid: 0,
+                            start: 0,
+                            alive: false,
+                            gen: 0,
+                            restarts: 0,
+                            gave_up: false,
+                            scoid: None,
+                            hb: None,
+                            notify: Vec::new(),
+                            watch: None,
+                        });
+                        entities.len() - 1
+                    }
+                };
+                let e = &mut entities[i];
+                e.pid = s.pid;
+                e.start = s.start;
+                e.alive = s.alive;
+                e.restarts = s.restarts;
+                e.gave_up = s.gave_up;
+                e.kind = s.kind;
             }
         }
         if entities.len() > 0x7FFF {
