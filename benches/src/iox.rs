@@ -268,7 +268,7 @@ fn exchange(
         }
         polls = polls.wrapping_add(1);
         // Now and then, check that someone can still answer.
-        if polls % (1 << 16) == 0 {
+        if polls.is_multiple_of(1 << 16) {
             if !pending.is_connected() {
                 return Err(Broken(BenchError::Exchange(
                     "the iceoryx2 server is gone".into(),

@@ -342,7 +342,7 @@ fn main() {
                 match sys.msg_send(c, &req, &mut rep) {
                     Ok(_) if rep.to_vec() == reply_for(&req) => {
                         sent += 1;
-                        if sent % 20 == 0 {
+                        if sent.is_multiple_of(20) {
                             println!("PROGRESS {sent}");
                         }
                     }
