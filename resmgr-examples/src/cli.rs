@@ -802,3 +802,87 @@ pub fn heartbeat(args: &HeartbeatArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// HA echo client: numbered requests through an HA connection; recovers when the server is
+/// killed and restarted.
+#[derive(Args, Debug, Clone)]
+pub struct HaClientArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The echo server's name.
+    #[arg(long, default_value = "echo")]
+    pub name: String,
+    /// A label for this client's lines.
+    #[arg(long, default_value = "A")]
+    pub label: String,
+    /// The first request id.
+    #[arg(long, default_value_t = 1)]
+    pub base: u32,
+    /// Requests to send.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u32,
+    /// Microseconds to pause between requests.
+    #[arg(long, default_value_t = 0)]
+    pub pace_us: u64,
+    /// Seconds recovery waits for the server to come back.
+    #[arg(long, default_value_t = 10.0)]
+    pub budget: f64,
+}
+
+/// Runs the HA echo client.
+pub fn ha_client(args: &HaClientArgs) -> ExitCode {
+    use crate::examples::ha_echo::{self, Event};
+    let who = format!("ha-client {}", args.label);
+    let sys = match args.system.builder().attach() {
+        Ok(s) => s,
+        Err(e) => return fail(&who, e),
+    };
+    let label = who.clone();
+    let on = move |e: Event| match e {
+        Event::ServerGone { id, received } => println!(
+            "{label}: request {id}: the server died{}; recovering",
+            if received {
+                " holding it (ESRCH)"
+            } else {
+                " (EBADF)"
+            }
+        ),
+        Event::Reconnected { pid, took } => println!(
+            "{label}: reconnected to the new server, pid {pid}, {:.1} ms after the failure",
+            took.as_secs_f64() * 1e3
+        ),
+        Event::Retransmitted { id } => {
+            println!("{label}: request {id} sent again and answered")
+        }
+        Event::Progress { n } => println!("{label}: {n} requests answered"),
+    };
+    let res = ha_echo::run(
+        &sys,
+        &args.name,
+        args.base,
+        args.count,
+        Duration::from_micros(args.pace_us),
+        Duration::from_secs_f64(args.budget.max(0.0)),
+        on,
+    );
+    match res {
+        Ok(t) => {
+            println!(
+                "{who}: done: sent {} answered {} recovered {} recoveries {}",
+                t.sent, t.answered, t.recovered, t.recoveries
+            );
+            ExitCode::SUCCESS
+        }
+        Err((e, t)) => {
+            println!(
+                "{who}: failed: sent {} answered {} recovered {} recoveries {}; request {} failed: {e}",
+                t.sent,
+                t.answered,
+                t.recovered,
+                t.recoveries,
+                t.failed.unwrap_or(0)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -103,10 +103,29 @@ fn an_echo_client_without_a_system_says_what_to_do() {
 }
 
 #[test]
-fn the_demo_exits_zero_and_removes_its_arena() {
+fn the_demo_exits_zero_its_summary_matches_the_servers_records_and_it_leaves_nothing() {
+    let dir = std::env::temp_dir().join(format!("qsimtest-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
     let mut child = Guard(
         Command::new(env!("CARGO_BIN_EXE_qsim"))
-            .args(["demo", "--count", "50"])
+            .args([
+                "demo",
+                "--kills",
+                "2",
+                "--requests",
+                "400",
+                "--pace-us",
+                "200",
+            ])
+            .arg("--keep-records")
+            .arg(&dir)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -117,13 +136,51 @@ fn the_demo_exits_zero_and_removes_its_arena() {
     let status = child.0.wait().unwrap();
     println!("{}", text.join("\n"));
     assert!(status.success());
-    assert!(text
+    let value = |key: &str| -> u64 {
+        let l = text
+            .iter()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line"));
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(value("kills"), 2);
+    assert_eq!(value("sent"), 800);
+    assert_eq!(value("lost"), 0);
+    // The summary is the servers' records: recompute it from the journal.
+    let records = resmgr_examples::journal::Journal::read(dir.join("echo.journal")).unwrap();
+    let mut ids: Vec<u32> = records
         .iter()
-        .any(|l| l.contains("50 more 8-byte messages, 0 wrong replies")));
+        .filter(|r| r.op == "echo")
+        .filter_map(|r| r.get("id")?.parse().ok())
+        .collect();
+    let all = ids.len() as u64;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(value("completed"), ids.len() as u64);
+    assert_eq!(value("duplicated"), all - ids.len() as u64);
+    for base in [1_000_000u32, 2_000_000] {
+        assert!((base..base + 400).all(|id| ids.binary_search(&id).is_ok()));
+    }
+    let restarts = resmgr_examples::journal::Journal::read(dir.join("ham.journal"))
+        .unwrap()
+        .iter()
+        .filter(|r| r.op == "restart")
+        .count();
+    assert_eq!(restarts, 2);
     assert!(
         !std::path::Path::new(&format!("/dev/shm/qsim-demo-{pid}")).exists(),
         "the demo removed its arena"
     );
+    // And no process of the demo's system is left.
+    let tag = format!("qsim-demo-{pid}");
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&tag),
+            "left behind: {:?}",
+            p.path()
+        );
+    }
 }
 
 #[test]

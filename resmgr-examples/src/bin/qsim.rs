@@ -9,11 +9,10 @@ use resmgr_examples::cli::{
     DevicesServerArgs, EchoClientArgs, EchoServerArgs, FileClientArgs, FileServerArgs,
 };
 use resmgr_examples::cli::{
-    ha_reader, ham, ham_ctl, heartbeat, HaReaderArgs, HamArgs, HamCtlArgs, HeartbeatArgs,
+    ha_client, ha_reader, ham, ham_ctl, heartbeat, HaClientArgs, HaReaderArgs, HamArgs, HamCtlArgs,
+    HeartbeatArgs,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(version, about = "A QNX-like message-passing microkernel simulated over shared memory", long_about = None)]
@@ -24,12 +23,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start an echo server and a client as two processes on a fresh system, show their
-    /// exchange, and clean up (what `cargo run --release` does).
+    /// The HA story: on a fresh system, the HA manager starts an echo server, HA clients send
+    /// numbered requests, the server is killed several times and restarted, the clients
+    /// recover; prints a timeline and a summary from the servers' records, and cleans up (what
+    /// `cargo run --release` does).
     Demo {
-        /// 8-byte messages the client sends after the greeting, for a first latency figure.
-        #[arg(long, default_value_t = 2000)]
-        count: usize,
+        /// Times the server is killed.
+        #[arg(long, default_value_t = 3)]
+        kills: u32,
+        /// HA client processes.
+        #[arg(long, default_value_t = 2)]
+        clients: u32,
+        /// Requests per client.
+        #[arg(long, default_value_t = 3000)]
+        requests: u32,
+        /// Microseconds each client pauses between requests.
+        #[arg(long, default_value_t = 100)]
+        pace_us: u64,
+        /// Keep the servers' records (journals) in this directory.
+        #[arg(long)]
+        keep_records: Option<std::path::PathBuf>,
     },
     /// Run one example program in this process.
     #[command(subcommand)]
@@ -75,100 +88,56 @@ enum Example {
     HaReader(HaReaderArgs),
     /// A self-attached HA-manager entity with a heartbeat.
     Heartbeat(HeartbeatArgs),
+    /// The HA echo client: numbered requests that survive a server restart.
+    HaClient(HaClientArgs),
 }
 
-/// A child process killed on drop, so the demo leaves nothing running even if it fails.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Removes the demo's system on drop.
-struct RemoveSystem(String);
-
-impl Drop for RemoveSystem {
-    fn drop(&mut self) {
-        let _ = kernel_sim::remove_system(&self.0);
-    }
-}
-
-fn spawn(args: &[&str]) -> Result<(Guard, std::sync::mpsc::Receiver<String>), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {args:?}: {e}"))?;
-    let out = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
+    println!(
+        "qsim demo: {} HA clients send {} numbered requests each to an echo server that the HA manager\nsupervises; the server is killed {} times while they work.\n",
+        opts.clients, opts.requests, opts.kills
+    );
+    match resmgr_examples::demo::run(opts, |line| println!("{line}")) {
+        Ok(s) => {
+            println!();
+            println!("summary (from the servers' records):");
+            println!(
+                "  kills      {:>8}   restarts by the HA manager {}",
+                s.kills, s.restarts
+            );
+            println!("  sent       {:>8}", s.sent);
+            println!(
+                "  completed  {:>8}   (distinct requests the servers recorded)",
+                s.completed
+            );
+            println!(
+                "  recovered  {:>8}   (answered only after a recovery)",
+                s.recovered
+            );
+            println!(
+                "  lost       {:>8}   (answered, yet never recorded by a server)",
+                s.lost
+            );
+            println!(
+                "  duplicated {:>8}   (executed twice: the dead server had done it; at-least-once)",
+                s.duplicated
+            );
+            println!();
+            println!(
+                "Next: docs/tutorial.md, `qsim chaos --help`, `qsim pidin` while `qsim ham` runs."
+            );
+            if s.lost == 0 && s.failed_clients == 0 && s.restarts >= s.kills {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("qsim demo: something went wrong (see above)");
+                ExitCode::FAILURE
             }
         }
-    });
-    Ok((Guard(child), rx))
-}
-
-fn demo(count: usize) -> Result<(), String> {
-    let t0 = Instant::now();
-    let stamp = |what: &str| println!("[{:>8.3} ms] {what}", t0.elapsed().as_secs_f64() * 1e3);
-    let name = format!("qsim-demo-{}", std::process::id());
-    let _remove = RemoveSystem(name.clone());
-    let sys = SystemBuilder::new()
-        .name(&name)
-        .create()
-        .map_err(|e| e.to_string())?;
-    stamp(&format!(
-        "created system {name}: /dev/shm/{name}, limits {} processes x {} threads, {} KiB messages",
-        sys.limits().max_processes,
-        sys.limits().threads_per_process,
-        sys.limits().max_msg_size / 1024
-    ));
-    let (mut server, server_out) =
-        spawn(&["run", "echo-server", "--system", &name, "--name", "echo"])?;
-    let line = server_out
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| "the echo server did not start".to_string())?;
-    stamp(&line);
-    let count_s = count.to_string();
-    let (mut client, client_out) = spawn(&[
-        "run",
-        "echo-client",
-        "--system",
-        &name,
-        "--name",
-        "echo",
-        "--count",
-        &count_s,
-        "--stop",
-        "hello",
-        "from another process",
-    ])?;
-    for line in client_out.iter() {
-        stamp(&line);
+        Err(e) => {
+            eprintln!("qsim demo: {e}");
+            ExitCode::FAILURE
+        }
     }
-    let status = client.0.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("the echo client failed: {status}"));
-    }
-    for line in server_out.iter() {
-        stamp(&line);
-    }
-    let status = server.0.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("the echo server failed: {status}"));
-    }
-    drop(sys);
-    stamp(&format!("both processes exited cleanly; removing {name}"));
-    println!();
-    println!("Try it by hand in two shells:  cargo run --release --bin echo-server   and   cargo run --release --bin echo-client -- hi");
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -177,14 +146,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Demo { count: 2000 }) {
-        Cmd::Demo { count } => match demo(count) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("qsim demo: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let default = Cmd::Demo {
+        kills: 3,
+        clients: 2,
+        requests: 3000,
+        pace_us: 100,
+        keep_records: None,
+    };
+    match cli.cmd.unwrap_or(default) {
+        Cmd::Demo {
+            kills,
+            clients,
+            requests,
+            pace_us,
+            keep_records,
+        } => demo(&resmgr_examples::demo::Options {
+            kills,
+            clients,
+            requests,
+            pace_us,
+            keep_records,
+        }),
         Cmd::Run(Example::EchoServer(a)) => echo_server(&a),
         Cmd::Run(Example::EchoClient(a)) => echo_client(&a),
         Cmd::Run(Example::DevicesServer(a)) => devices_server(&a),
@@ -195,6 +177,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::FileClient(a)) => file_client(&a),
         Cmd::Run(Example::HaReader(a)) => ha_reader(&a),
         Cmd::Run(Example::Heartbeat(a)) => heartbeat(&a),
+        Cmd::Run(Example::HaClient(a)) => ha_client(&a),
         Cmd::Ham(a) => ham(&a),
         Cmd::HamCtl(a) => ham_ctl(&a),
         Cmd::Pidin { system } => {

@@ -7,4 +7,5 @@
 pub mod counter;
 pub mod devices;
 pub mod files;
+pub mod ha_echo;
 pub mod ha_reader;
