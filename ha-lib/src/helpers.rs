@@ -302,7 +302,8 @@ impl Ha {
         if old.0 < 0 || old.0 & SIDE_CHANNEL != 0 {
             return Err(Errno::BADF);
         }
-        let _inside = Inside::enter(None);
+        // One deadline for all the attempts (each attempt's own waits are cut to it).
+        let _inside = Inside::enter(Instant::now().checked_add(self.wait_left()?));
         let sys = self.sys();
         let siblings = self.siblings(old);
         let _keep = Keep::coids(&[&[old][..], &siblings].concat());
@@ -310,11 +311,21 @@ impl Ha {
         for s in &siblings {
             let _ = sys.connect_detach(*s);
         }
-        let new = self.retrying(|| sys.open_wait(path, oflag, Some(self.wait_left()?)))?;
-        if new != old {
+        loop {
+            let new = self.retrying(|| sys.open_wait(path, oflag, Some(self.wait_left()?)))?;
+            if new == old {
+                break;
+            }
             let moved = sys.dup2(new, old);
             let _ = sys.close(new);
-            moved?;
+            match moved {
+                Ok(_) => break,
+                // The new server went away between the open and the dup: wait for the next.
+                Err(e) if vanished(e) && self.wait_left().is_ok() => {
+                    tracing::debug!(coid = old.0, path, error = ?e, "server gone again; waiting");
+                }
+                Err(e) => return Err(e),
+            }
         }
         for s in siblings {
             let _ = sys.dup2(old, s);
@@ -333,19 +344,42 @@ impl Ha {
     /// - `ETIMEDOUT`: nobody attached the name in time.
     /// - the errors of `name_open` and [`Ha::reconnect_attach`].
     pub fn name_reopen(&self, old: Coid, name: &str) -> Result<Coid, Errno> {
-        let _inside = Inside::enter(None);
+        // One deadline for all the attempts (each attempt's own waits are cut to it).
+        let _inside = Inside::enter(Instant::now().checked_add(self.wait_left()?));
+        // The old number keeps its HA state through every release of it until it is back (a
+        // temporary open that lands on it and fails releases it too).
+        let _keep = Keep::coids(&[old]);
         let sys = self.sys();
-        let tmp = self.retrying(|| sys.name_wait_open(name, Some(self.wait_left()?)))?;
-        let info = sys.connect_server_info(Pid(0), tmp);
-        let res = info.and_then(|i| {
-            let index = if old.0 & SIDE_CHANNEL != 0 {
-                SIDE_CHANNEL
-            } else {
-                old.0
-            };
-            self.reconnect_attach(old, 0, Pid(i.pid), Chid(i.chid), index, 0)
-        });
-        let _ = sys.connect_detach(tmp);
-        res
+        loop {
+            let tmp = self.retrying(|| sys.name_wait_open(name, Some(self.wait_left()?)))?;
+            if tmp == old {
+                // An earlier attempt released the old number and this open landed on it: a
+                // connection to the new server on the old coid is what was wanted.
+                return Ok(old);
+            }
+            let info = sys.connect_server_info(Pid(0), tmp);
+            let res = info.and_then(|i| {
+                let index = if old.0 & SIDE_CHANNEL != 0 {
+                    SIDE_CHANNEL
+                } else {
+                    old.0
+                };
+                self.reconnect_attach(old, 0, Pid(i.pid), Chid(i.chid), index, 0)
+            });
+            let _ = sys.connect_detach(tmp);
+            match res {
+                // The server it found went away again before the connection was made (a
+                // server restarted and killed at once): wait for the next one.
+                Err(e) if vanished(e) && self.wait_left().is_ok() => {
+                    tracing::debug!(coid = old.0, name, error = ?e, "server gone again; waiting");
+                }
+                other => return other,
+            }
+        }
     }
+}
+
+/// Whether `e` says the server being reconnected to went away meanwhile.
+fn vanished(e: Errno) -> bool {
+    matches!(e, Errno::SRCH | Errno::BADF | Errno::NOENT | Errno::NXIO)
 }

@@ -615,6 +615,14 @@ pub struct HamArgs {
     /// Let the entities it starts print to this terminal.
     #[arg(long)]
     pub entity_output: bool,
+    /// Stop, killing the entities, when stdin reaches end of file (for programs that run the
+    /// manager: it goes down with them even if they are killed).
+    #[arg(long)]
+    pub stop_on_eof: bool,
+    /// Tether the entities it starts: each gets a pipe as stdin that closes when the manager
+    /// goes (entities run with --exit-on-eof then go too). Not with --guardian.
+    #[arg(long)]
+    pub tether: bool,
 }
 
 /// Runs the HA manager (or, with --standby, its guardian).
@@ -656,6 +664,8 @@ pub fn ham(args: &HamArgs) -> ExitCode {
         state: args.state.clone(),
         guardian: args.guardian,
         entity_output: args.entity_output,
+        stop_on_eof: args.stop_on_eof,
+        tether: args.tether,
     };
     let res = crate::ham::run(&sys, opts, || {
         println!(
@@ -827,6 +837,15 @@ pub struct HaClientArgs {
     /// Seconds recovery waits for the server to come back.
     #[arg(long, default_value_t = 10.0)]
     pub budget: f64,
+    /// Record each request sent, answered or failed in this file.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Stop sending when stdin reaches end of file (then print the totals).
+    #[arg(long)]
+    pub until_eof: bool,
+    /// Recoveries allowed within one send (0: unlimited, bounded by --budget).
+    #[arg(long, default_value_t = ha_lib::DEFAULT_RECOVERIES_PER_SEND)]
+    pub recoveries_per_send: u32,
 }
 
 /// Runs the HA echo client.
@@ -856,15 +875,32 @@ pub fn ha_client(args: &HaClientArgs) -> ExitCode {
         }
         Event::Progress { n } => println!("{label}: {n} requests answered"),
     };
-    let res = ha_echo::run(
-        &sys,
-        &args.name,
-        args.base,
-        args.count,
-        Duration::from_micros(args.pace_us),
-        Duration::from_secs_f64(args.budget.max(0.0)),
-        on,
-    );
+    let journal = match open_journal(&args.journal) {
+        Ok(j) => j,
+        Err(e) => return fail(&who, e),
+    };
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let stop = &STOP;
+    if args.until_eof {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        });
+    }
+    let plan = ha_echo::Plan {
+        name: &args.name,
+        base: args.base,
+        count: args.count,
+        pace: Duration::from_micros(args.pace_us),
+        budget: Duration::from_secs_f64(args.budget.max(0.0)),
+        journal: journal.as_ref(),
+        stop: Some(stop),
+        recoveries_per_send: (args.recoveries_per_send != 0).then_some(args.recoveries_per_send),
+    };
+    let res = ha_echo::run(&sys, &plan, on);
     match res {
         Ok(t) => {
             println!(

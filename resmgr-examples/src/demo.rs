@@ -90,7 +90,8 @@ fn spawn(args: &[&str], label: &str, tx: &mpsc::Sender<(String, String)>) -> Res
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let mut child = Command::new(exe)
         .args(args)
-        .stdin(Stdio::null())
+        // A pipe nobody writes: a child that stops on its end of file goes when we do.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {args:?}: {e}"))?;
@@ -150,7 +151,7 @@ pub fn run(opts: &Options, mut say: impl FnMut(&str)) -> Result<Summary, String>
     let config = format!(
         r#"[[entity]]
 name = "echo-server"
-command = ["qsim", "run", "echo-server", "--system", "{name}", "--name", "demo-echo", "--journal", "{}"]
+command = ["qsim", "run", "echo-server", "--system", "{name}", "--name", "demo-echo", "--exit-on-eof", "--journal", "{}"]
 restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
 "#,
         echo_journal.display(),
@@ -161,7 +162,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     let (tx, rx) = mpsc::channel::<(String, String)>();
     let cfg_s = cfg_path.display().to_string();
     let hj = ham_journal.display().to_string();
-    let ham = spawn(
+    let mut ham = spawn(
         &[
             "ham",
             "--system",
@@ -170,6 +171,8 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
             &cfg_s,
             "--journal",
             &hj,
+            "--stop-on-eof",
+            "--tether",
         ],
         "ham",
         &tx,
@@ -281,7 +284,10 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     }
     // Let the clients finish, printing their lines as they come.
     let end = Instant::now() + Duration::from_secs(120);
-    while clients.iter_mut().any(|c| matches!(c.0.try_wait(), Ok(None))) {
+    while clients
+        .iter_mut()
+        .any(|c| matches!(c.0.try_wait(), Ok(None)))
+    {
         print_pending(&mut stamp, &mut finals);
         if Instant::now() > end {
             return Err("the clients did not finish".into());
@@ -295,7 +301,12 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
         }
         stamp(&line);
     }
-    let _ = crate::ham::client::stop(&sys, "ham", true);
+    // Closing its stdin stops the manager, which kills the echo server; then it exits.
+    ham.0.stdin.take();
+    let end = Instant::now() + Duration::from_secs(20);
+    while matches!(ham.0.try_wait(), Ok(None)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     drop(ham);
     stamp("stopped the HA manager and the echo server");
     // The summary, from the records.

@@ -13,11 +13,13 @@
 //! - [`examples`]: `/dev/null` and `/dev/zero`, the counter, the file server, the HA reader.
 //! - [`ham`]: the HA manager (supervision, restarts, heartbeats, guardian).
 //! - [`echo`]: the echo server and client, on the raw kernel calls.
-//! - [`demo`]: `qsim demo`, the HA story in one command.
+//! - [`demo`]: `qsim demo`, the HA story in one command; [`chaos`]: `qsim chaos`, random kills
+//!   and a report from the records.
 //! - [`cli`]: the command-line front ends, shared by the `echo-server` and `echo-client`
 //!   binaries and `qsim run <example>`.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod cli;
 pub mod demo;
 pub mod echo;

@@ -108,8 +108,10 @@ impl Drop for Scene {
                     continue;
                 };
                 let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                if pid != std::process::id() as i32 && cmdline.contains(&self.ts.name) {
+                let ours = cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == self.ts.name.as_bytes());
+                if pid != std::process::id() as i32 && ours {
                     if let Ok(w) = ProcessWatch::new(pid) {
                         let _ = w.kill();
                     }
@@ -400,4 +402,38 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_killed_guardian_is_replaced_and_a_failed_start_counts_as_a_death() {
+    let _w = Watchdog::new("ham_guardian_lost", 120);
+    let sc = Scene::new("ham-guard-lost");
+    let cfg = r#"
+        [[entity]]
+        name = "nothere"
+        command = ["/nonexistent/program"]
+        restart = { limit = 2, backoff_ms = 5 }
+        "#;
+    let _ham = sc.ham(cfg, &["--guardian"]);
+    let r = sc.wait("the guardian", |r| r.iter().any(|r| r.op == "guardian"));
+    let g: i32 = r
+        .iter()
+        .find(|r| r.op == "guardian")
+        .and_then(|r| r.get("pid")?.parse().ok())
+        .unwrap();
+    kill(g);
+    sc.wait("a new guardian", |r| {
+        r.iter().any(|r| r.op == "guardian-lost")
+            && r.iter().filter(|r| r.op == "guardian").count() == 2
+    });
+    // The program that cannot start: a death at birth, restarted up to the limit, given up.
+    let r = sc.wait("the restart limit", |r| {
+        count(r, "restart-limit", "nothere") == 1
+    });
+    let s = story(&r, "nothere");
+    assert_eq!(s[0..2], ["start-failed", "condition:death"]);
+    assert_eq!(count(&r, "restart-failed", "nothere"), 2);
+    // Values with spaces stay one field.
+    let failed = r.iter().find(|r| r.op == "start-failed").unwrap();
+    assert!(!failed.get("error").unwrap().contains(' '));
 }

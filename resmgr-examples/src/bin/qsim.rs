@@ -44,6 +44,39 @@ enum Cmd {
         #[arg(long)]
         keep_records: Option<std::path::PathBuf>,
     },
+    /// HA clients send numbered requests while servers (and, with --kill-clients, clients) are
+    /// killed at random moments; reports what the records say was sent, completed, recovered,
+    /// failed, lost, duplicated, abandoned, hung and leaked. Exits non-zero if anything failed,
+    /// was lost, hung or leaked.
+    Chaos {
+        /// Kills to make.
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// HA client processes.
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// Echo servers, each supervised by the HA manager.
+        #[arg(long, default_value_t = 2)]
+        servers: u32,
+        /// Spread the kills over about this many seconds (default: 30 ms per kill).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Kill clients too (about one kill in four); each is replaced.
+        #[arg(long)]
+        kill_clients: bool,
+        /// Seed of the kill schedule (default: from the clock).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print only one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Keep the servers' and clients' records (journals) in this directory.
+        #[arg(long)]
+        keep_records: Option<std::path::PathBuf>,
+        /// Seconds the clients get to finish after the last kill before they count as hung.
+        #[arg(long, default_value_t = 10.0)]
+        grace: f64,
+    },
     /// Run one example program in this process.
     #[command(subcommand)]
     Run(Example),
@@ -140,6 +173,38 @@ fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
     }
 }
 
+fn chaos(opts: &resmgr_examples::chaos::Options, json: bool) -> ExitCode {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let res = resmgr_examples::chaos::run(opts, |done, total| {
+        if tty {
+            resmgr_examples::chaos::bar(&mut std::io::stderr(), done, total);
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    match res {
+        Ok(r) => {
+            if json {
+                println!("{}", r.json());
+            } else {
+                print!("{}", resmgr_examples::chaos::table(&r));
+            }
+            if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("qsim chaos: something failed, was lost, hung or leaked");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("qsim chaos: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -167,6 +232,29 @@ fn main() -> ExitCode {
             pace_us,
             keep_records,
         }),
+        Cmd::Chaos {
+            kills,
+            clients,
+            servers,
+            seconds,
+            kill_clients,
+            seed,
+            json,
+            keep_records,
+            grace,
+        } => chaos(
+            &resmgr_examples::chaos::Options {
+                kills,
+                clients,
+                servers,
+                seconds: seconds.unwrap_or(f64::from(kills) * 0.03),
+                kill_clients,
+                seed,
+                grace: std::time::Duration::from_secs_f64(grace.max(0.0)),
+                keep_records,
+            },
+            json,
+        ),
         Cmd::Run(Example::EchoServer(a)) => echo_server(&a),
         Cmd::Run(Example::EchoClient(a)) => echo_client(&a),
         Cmd::Run(Example::DevicesServer(a)) => devices_server(&a),

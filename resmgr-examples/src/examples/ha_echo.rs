@@ -64,9 +64,29 @@ pub fn request(id: u32) -> [u8; 8] {
     m
 }
 
-/// Sends `count` requests with ids `base..base + count` to the echo server called `name`,
-/// pausing `pace` between them, reporting events to `on`. Recovery waits up to `budget` for the
-/// server to come back.
+/// How a client runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan<'a> {
+    /// The echo server's name.
+    pub name: &'a str,
+    /// The first request id.
+    pub base: u32,
+    /// Requests to send (ids `base..base + count`).
+    pub count: u32,
+    /// Pause between requests.
+    pub pace: Duration,
+    /// How long recovery waits for the server to come back.
+    pub budget: Duration,
+    /// The client's own record: `sent id=..` before each send, `answered id=.. recovered=..`
+    /// after each reply, `failed id=.. error=..` (what `qsim chaos` counts from).
+    pub journal: Option<&'a crate::journal::Journal>,
+    /// Stop (after the request in flight) once this is set.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Recoveries allowed within one send (`None`: unlimited; ha-lib's default is 3).
+    pub recoveries_per_send: Option<u32>,
+}
+
+/// Sends the plan's requests to its echo server, reporting events to `on`.
 ///
 /// # Errors
 ///
@@ -74,13 +94,24 @@ pub fn request(id: u32) -> [u8; 8] {
 /// the first open.
 pub fn run(
     sys: &System,
-    name: &str,
-    base: u32,
-    count: u32,
-    pace: Duration,
-    budget: Duration,
+    plan: &Plan<'_>,
     on: impl Fn(Event) + Send + Sync + 'static,
 ) -> Result<Totals, (Errno, Totals)> {
+    let Plan {
+        name,
+        base,
+        count,
+        pace,
+        budget,
+        journal,
+        stop,
+        recoveries_per_send,
+    } = *plan;
+    let note = |op: &str, fields: &[(&str, &dyn std::fmt::Display)]| {
+        if let Some(j) = journal {
+            let _ = j.record(op, fields);
+        }
+    };
     let on = std::sync::Arc::new(on);
     let ha = Ha::install(sys).map_err(|e| (e, Totals::default()))?;
     ha.set_wait_budget(budget);
@@ -110,9 +141,16 @@ pub fn run(
         0,
     )
     .map_err(|e| (e, Totals::default()))?;
+    let limit = recoveries_per_send.map_or(ha_lib::Limit::Unlimited, ha_lib::Limit::At);
+    ha.connection_ctrl(coid, ha_lib::HaCtrl::RecoveriesPerSend(limit))
+        .map_err(|e| (e, Totals::default()))?;
     let mut t = Totals::default();
     for id in base..base.saturating_add(count) {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire)) {
+            break;
+        }
         current.store(id, Ordering::Relaxed);
+        note("sent", &[("id", &id)]);
         let before = ha.counters(coid).map_or(0, |c| c.recoveries);
         let req = request(id);
         let mut reply = [0u8; 8];
@@ -123,6 +161,10 @@ pub fn run(
         match r {
             Ok(8) if reply == req => {
                 t.answered += 1;
+                note(
+                    "answered",
+                    &[("id", &id), ("recovered", &u8::from(c.recoveries > before))],
+                );
                 if c.recoveries > before {
                     t.recovered += 1;
                     on(Event::Retransmitted { id });
@@ -133,10 +175,15 @@ pub fn run(
             }
             Ok(_) => {
                 t.failed = Some(id);
+                note("failed", &[("id", &id), ("error", &"EIO")]);
                 return Err((Errno::IO, t));
             }
             Err(e) => {
                 t.failed = Some(id);
+                note(
+                    "failed",
+                    &[("id", &id), ("error", &e.name().unwrap_or("?"))],
+                );
                 return Err((e, t));
             }
         }

@@ -33,6 +33,10 @@ const CODE_EXIT: i8 = 1;
 const CODE_RESTART_DUE: i8 = 2;
 /// Check the heartbeats.
 const CODE_TICK: i8 = 3;
+/// Stop, and kill the entities (stdin closed under `stop_on_eof`).
+const CODE_STOP_ALL: i8 = 4;
+/// The guardian exited (value: its pid).
+const CODE_GUARDIAN_EXIT: i8 = 5;
 
 /// How the manager runs.
 #[derive(Clone, Debug)]
@@ -49,6 +53,13 @@ pub struct Options {
     pub guardian: bool,
     /// The output of the entities it starts: inherited (else discarded).
     pub entity_output: bool,
+    /// Stop, killing the entities, when stdin reaches end of file (so a program that runs the
+    /// manager takes it and its entities down with it, even if it is killed).
+    pub stop_on_eof: bool,
+    /// Give each started entity a pipe as stdin whose other end only this manager holds, so
+    /// an entity that exits on end of file (`--exit-on-eof`) goes when the manager goes. Not
+    /// with a guardian, which needs the entities to outlive the manager.
+    pub tether: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +125,9 @@ struct SavedEntity {
     alive: bool,
     restarts: u32,
     gave_up: bool,
+    /// Notification registrations (registrant pid, request).
+    #[serde(default)]
+    notify: Vec<(i32, Notify)>,
 }
 
 struct State {
@@ -208,6 +222,7 @@ impl Manager {
                 e.restarts = s.restarts;
                 e.gave_up = s.gave_up;
                 e.kind = s.kind;
+                e.notify = s.notify.clone();
             }
         }
         if entities.len() > 0x7FFF {
@@ -262,7 +277,11 @@ impl Manager {
         let mut cmd = Command::new(program);
         cmd.args(&argv[1..])
             .env("QSIM_SYSTEM", self.sys.name())
-            .stdin(Stdio::null());
+            .stdin(if self.opts.tether {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
         if !self.opts.entity_output {
             cmd.stdout(Stdio::null());
         }
@@ -276,7 +295,11 @@ impl Manager {
         e.watch = ProcessWatch::new(pid).ok().map(Arc::new);
         let (sys, coid, value) = (self.sys.clone(), self.self_coid(), word(idx, e.gen));
         std::thread::spawn(move || {
+            // The tether (if any) is the child's stdin, held here until it exits (taken out
+            // first: `Child::wait` would close it).
+            let tether = child.stdin.take();
             let _ = child.wait();
+            drop(tether);
             Manager::pulse_self(&sys, coid, CODE_EXIT, value);
         });
         Ok(())
@@ -331,12 +354,22 @@ impl Manager {
                 continue;
             }
             match kind {
+                // Dead under a previous manager: its restart (if it has one) is due now, within
+                // its limit; without one it stays dead, as it would have.
+                Kind::Started if st.entities[idx].pid > 0 && !st.entities[idx].gave_up => {
+                    self.schedule_restart(&mut st, idx);
+                }
+                Kind::Started if st.entities[idx].pid > 0 => {}
                 Kind::Started if !st.entities[idx].gave_up => match self.spawn(&mut st, idx) {
                     Ok(()) => {
                         let pid = st.entities[idx].pid;
                         self.record("start", &[("entity", &name), ("pid", &pid)]);
                     }
-                    Err(err) => self.record("start-failed", &[("entity", &name), ("error", &err)]),
+                    Err(err) => {
+                        // As good as a death at birth: the restart action (if any) retries.
+                        self.record("start-failed", &[("entity", &name), ("error", &err)]);
+                        self.raise(&mut st, idx, Condition::Death);
+                    }
                 },
                 Kind::Attached => {
                     st.entities[idx].pid = st.entities[idx].cfg.pid.unwrap_or(0);
@@ -374,6 +407,7 @@ impl Manager {
             .filter(|(_, n)| n.on == cond)
             .cloned()
             .collect();
+        let mut gone = Vec::new();
         for (pid, n) in notes {
             let sent = self
                 .sys
@@ -393,7 +427,12 @@ impl Manager {
                     ("ok", &sent.is_ok()),
                 ],
             );
+            if matches!(sent, Err(Errno::SRCH) | Err(Errno::BADF)) {
+                // The registrant (or its channel) is gone: forget it.
+                gone.push(pid);
+            }
         }
+        st.entities[idx].notify.retain(|(p, _)| !gone.contains(p));
         if cond == Condition::Death {
             self.schedule_restart(st, idx);
         }
@@ -404,7 +443,11 @@ impl Manager {
             self.record("log", &[("entity", &name), ("msg", &msg.replace(' ', "_"))]);
             println!("ham: {name}: {msg}");
         } else if let Some(argv) = &a.execute {
-            let spawned = Command::new(&argv[0])
+            let program = match argv[0].as_str() {
+                "qsim" => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("qsim")),
+                p => PathBuf::from(p),
+            };
+            let spawned = Command::new(program)
                 .args(&argv[1..])
                 .env("QSIM_SYSTEM", self.sys.name())
                 .stdin(Stdio::null())
@@ -573,6 +616,7 @@ impl Manager {
                     alive: e.alive,
                     restarts: e.restarts,
                     gave_up: e.gave_up,
+                    notify: e.notify.clone(),
                 })
                 .collect(),
         };
@@ -726,6 +770,14 @@ impl Manager {
         match cmd.spawn() {
             Ok(c) => {
                 let pid = c.id();
+                // A pidfd, not the Child: the Child stays here to be killed at a stop.
+                if let Ok(w) = ProcessWatch::new(pid as i32) {
+                    let (sys, coid) = (self.sys.clone(), self.self_coid());
+                    std::thread::spawn(move || {
+                        w.wait(None);
+                        Manager::pulse_self(&sys, coid, CODE_GUARDIAN_EXIT, pid as i32);
+                    });
+                }
                 *lock(&self.guardian) = Some(c);
                 self.record("guardian", &[("pid", &pid)]);
             }
@@ -797,6 +849,7 @@ impl ResourceManager for Manager {
                     .find(|e| e.cfg.name == n.entity)
                     .ok_or(Errno::NOENT)?;
                 e.notify.push((info.pid, n));
+                self.save(&st);
                 Ok(0)
             }
             Some(proto::MSG_STOP) => {
@@ -829,6 +882,25 @@ impl ResourceManager for Manager {
             CODE_EXIT => self.died(idx, gen),
             CODE_RESTART_DUE => self.restart_due(idx, gen),
             CODE_TICK => self.tick(),
+            CODE_GUARDIAN_EXIT if !self.is_stopping() => {
+                let mut g = lock(&self.guardian);
+                if g.as_ref().is_some_and(|c| c.id() as i32 == p.value) {
+                    if let Some(mut c) = g.take() {
+                        let _ = c.wait();
+                    }
+                    drop(g);
+                    self.record("guardian-lost", &[("pid", &p.value)]);
+                    self.spawn_guardian();
+                }
+            }
+            CODE_STOP_ALL => {
+                *lock(&self.stopping) = Some(Stop {
+                    kill_entities: true,
+                });
+                let _ = self
+                    .sys
+                    .msg_send_pulse(self.self_coid(), -1, crate::resmgr::STOP_CODE, 0);
+            }
             proto::PULSE_HEARTBEAT => {
                 let mut st = lock(&self.st);
                 if let Some(i) = Manager::by_scoid(&st, p.scoid) {
@@ -865,6 +937,9 @@ fn run_with(
     if opts.guardian && opts.state.is_none() {
         return Err("a guardian needs a state file (--state)".into());
     }
+    if opts.guardian && opts.tether {
+        return Err("--tether and --guardian do not go together: a guardian needs the entities to outlive the manager".into());
+    }
     let name = opts.name.clone();
     let mgr = Manager::new(sys, opts, saved)?;
     let mut d = Dispatch::new(sys, mgr).map_err(|e| format!("channel: {e}"))?;
@@ -875,6 +950,16 @@ fn run_with(
         .record("ham", &[("pid", &sys.pid().0), ("name", &name)]);
     d.resource().start_all();
     d.resource().spawn_guardian();
+    if d.resource().opts.stop_on_eof {
+        let (sys, coid) = (sys.clone(), d.self_coid());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+            }
+            let _ = sys.msg_send_pulse(coid, -1, CODE_STOP_ALL, 0);
+        });
+    }
     ready();
     let res = d.run(1);
     let stop = lock(&d.resource().stopping).unwrap_or(Stop {
@@ -928,6 +1013,8 @@ pub fn run_standby(
         state: Some(state.to_path_buf()),
         guardian: true,
         entity_output,
+        stop_on_eof: false,
+        tether: false,
     };
     run_with(sys, opts, Some(saved), || {})
 }
