@@ -922,3 +922,120 @@ pub fn ha_client(args: &HaClientArgs) -> ExitCode {
         }
     }
 }
+
+// ----- qsim send ------------------------------------------------------------------------------
+
+/// Pokes a server from a shell: sends each MESSAGE to a name or a path and prints the replies.
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The server's name under /dev/name/local/ (name_open).
+    #[arg(long, conflicts_with = "path")]
+    pub name: Option<String>,
+    /// A path in the system's path space (open, then write each message and read a reply).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Put this message type (such as 0x200) before each message, as servers' own types are.
+    #[arg(long, value_parser = parse_u16)]
+    pub msg_type: Option<u16>,
+    /// Send a pulse with this code (0..=126) and value instead of messages: CODE[:VALUE].
+    #[arg(long)]
+    pub pulse: Option<String>,
+    /// Bytes of reply buffer.
+    #[arg(long, default_value_t = 4096)]
+    pub reply_size: usize,
+    /// Messages to send (as text).
+    pub messages: Vec<String>,
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(t) if !t.chars().any(|c| c.is_control() && c != '\n') => format!("{t:?}"),
+        _ => bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// Runs `qsim send`.
+pub fn send(args: &SendArgs) -> ExitCode {
+    let who = "qsim send";
+    let sys = match args.system.builder().attach() {
+        Ok(s) => s,
+        Err(e) => return fail(who, e),
+    };
+    let (coid, is_path) = match (&args.name, &args.path) {
+        (Some(n), None) => match sys.name_open(n) {
+            Ok(c) => (c, false),
+            Err(e) => return fail(who, format!("name_open {n}: {e}")),
+        },
+        (None, Some(p)) => match sys.open(p, libc::O_RDWR) {
+            Ok(c) => (c, true),
+            Err(e) => return fail(who, format!("open {p}: {e}")),
+        },
+        _ => return fail(who, "give --name or --path"),
+    };
+    let mut ok = true;
+    if let Some(p) = &args.pulse {
+        let (code, value) = p.split_once(':').unwrap_or((p, "0"));
+        match (code.parse::<i8>(), value.parse::<i32>()) {
+            (Ok(c), Ok(v)) if c >= 0 => match sys.msg_send_pulse(coid, -1, c, v) {
+                Ok(()) => println!("pulse code {c} value {v} sent"),
+                Err(e) => {
+                    ok = false;
+                    println!("pulse failed: {e}");
+                }
+            },
+            _ => return fail(who, format!("bad pulse {p:?}: CODE[:VALUE], CODE 0..=126")),
+        }
+    }
+    for m in &args.messages {
+        let mut msg = Vec::new();
+        if let Some(t) = args.msg_type {
+            msg.extend_from_slice(&t.to_le_bytes());
+            msg.extend_from_slice(&[0, 0]);
+        }
+        msg.extend_from_slice(m.as_bytes());
+        let mut reply = vec![0u8; args.reply_size];
+        let r = if is_path {
+            sys.write(coid, &msg).and_then(|n| {
+                let got = sys.read(coid, &mut reply)?;
+                println!("wrote {n} bytes");
+                Ok(got as i32)
+            })
+        } else {
+            sys.msg_send(coid, &msg, &mut reply)
+        };
+        match r {
+            Ok(status) => {
+                let n = (status.max(0) as usize).min(reply.len());
+                println!("{m:?} -> status {status}, reply {}", show(&reply[..n]));
+            }
+            Err(e) => {
+                ok = false;
+                println!("{m:?} -> {e}");
+            }
+        }
+    }
+    let _ = if is_path {
+        sys.close(coid)
+    } else {
+        sys.name_close(coid)
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -211,3 +211,44 @@ fn qsim_pidin_shows_a_server_receive_blocked_and_its_name() {
     );
     assert!(text.contains(&format!("/dev/name/local/shown -> {pid}:1")));
 }
+
+#[test]
+fn qsim_pidin_shows_a_client_reply_blocked_on_a_server_stopped_in_its_handler() {
+    let name = format!("qsimtest-pidin-reply-{}", std::process::id());
+    let _r = Remove(name.clone());
+    let mut server = Guard(
+        Command::new(env!("CARGO_BIN_EXE_qsim"))
+            .args(["run", "echo-server", "--system", &name, "--name", "held"])
+            .args(["--hold-after", "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let _ready = lines.next().unwrap().unwrap();
+    let client = Guard(
+        Command::new(env!("CARGO_BIN_EXE_echo-client"))
+            .args(["--system", &name, "--name", "held", "stuck"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The server says when it holds the request in its handler.
+    let held = lines.next().unwrap().unwrap();
+    assert!(held.contains("holding a request"), "{held}");
+    let out = Command::new(env!("CARGO_BIN_EXE_qsim"))
+        .args(["pidin", "--system", &name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success());
+    let (spid, cpid) = (server.0.id().to_string(), client.0.id().to_string());
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&cpid[..]))
+        .expect("the client's row");
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(words[3], "REPLY", "{row}");
+    assert_eq!(words[4], format!("{spid}:1"), "{row}");
+}

@@ -12,6 +12,7 @@ use resmgr_examples::cli::{
     ha_client, ha_reader, ham, ham_ctl, heartbeat, HaClientArgs, HaReaderArgs, HamArgs, HamCtlArgs,
     HeartbeatArgs,
 };
+use resmgr_examples::cli::{send, SendArgs};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -86,6 +87,14 @@ enum Cmd {
         /// System (arena) name; default: $QSIM_SYSTEM, else qsim-<uid>.
         #[arg(long)]
         system: Option<String>,
+    },
+    /// Send messages (or a pulse) to a server by name or path, and print the replies.
+    Send(SendArgs),
+    /// Run the benchmark report (benches' latency-report; arguments are passed on).
+    Bench {
+        /// Arguments for the report (such as --quick, --json).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run the HA manager: start, watch and restart the entities of a configuration file.
     Ham(HamArgs),
@@ -168,6 +177,41 @@ fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
         }
         Err(e) => {
             eprintln!("qsim demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `qsim bench`: the benchmarks crate's report, which qsim does not link (so that a first
+/// `cargo run --release` stays light): the binary next to this one if it was built, else cargo.
+fn bench(args: &[String]) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("latency-report")))
+        .filter(|p| p.exists());
+    let status = match beside {
+        Some(p) => std::process::Command::new(p).args(args).status(),
+        None => {
+            eprintln!("qsim bench: building and running the report with cargo (this takes a while the first time)");
+            std::process::Command::new("cargo")
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "benches",
+                    "--bin",
+                    "latency-report",
+                    "--",
+                ])
+                .args(args)
+                .status()
+        }
+    };
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("qsim bench: cannot run the report: {e}");
             ExitCode::FAILURE
         }
     }
@@ -266,6 +310,8 @@ fn main() -> ExitCode {
         Cmd::Run(Example::HaReader(a)) => ha_reader(&a),
         Cmd::Run(Example::Heartbeat(a)) => heartbeat(&a),
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
+        Cmd::Send(a) => send(&a),
+        Cmd::Bench { args } => bench(&args),
         Cmd::Ham(a) => ham(&a),
         Cmd::HamCtl(a) => ham_ctl(&a),
         Cmd::Pidin { system } => {
