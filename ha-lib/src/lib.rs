@@ -42,9 +42,12 @@
 //!   queues are unbounded).
 //!
 //! Module map: [`ha`] (the table, the hook, attach/detach/control), [`policy`] (retries and
-//! send states), `helpers` (the covers and the reconnect helpers, as methods of [`Ha`]).
+//! send states), `helpers` (the covers and the reconnect helpers, as methods of [`Ha`]),
+//! [`class`] (Pathsend-style server classes: sends spread over members, and the outcome-unknown
+//! error when a member dies holding a request that must not be repeated).
 #![forbid(unsafe_code)]
 
+pub mod class;
 pub mod ha;
 mod helpers;
 pub mod policy;

@@ -1039,3 +1039,48 @@ pub fn send(args: &SendArgs) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// A member of a server class: attaches /class/<CLASS> beside the other members.
+#[derive(Args, Debug, Clone)]
+pub struct ClassMemberArgs {
+    #[command(flatten)]
+    pub common: ServerCommon,
+    /// The class.
+    #[arg(long)]
+    pub class: String,
+    /// Microseconds of CPU work per request.
+    #[arg(long, default_value_t = 100)]
+    pub work_us: u64,
+}
+
+/// Runs a class member.
+pub fn class_member(args: &ClassMemberArgs) -> ExitCode {
+    let who = "class-member";
+    let sys = match open_system(who, &args.common.system) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    args.common.watch_stdin(who);
+    let journal = match open_journal(&args.common.journal) {
+        Ok(j) => j,
+        Err(e) => return fail(who, e),
+    };
+    let res = crate::examples::class_member::serve(
+        &sys,
+        &args.class,
+        Duration::from_micros(args.work_us),
+        journal.as_ref(),
+        || {
+            println!(
+                "class-member: pid {} serves /class/{} on system {}",
+                sys.pid().0,
+                args.class,
+                sys.name()
+            )
+        },
+    );
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(who, e),
+    }
+}

@@ -12,7 +12,7 @@ use resmgr_examples::cli::{
     ha_client, ha_reader, ham, ham_ctl, heartbeat, HaClientArgs, HaReaderArgs, HamArgs, HamCtlArgs,
     HeartbeatArgs,
 };
-use resmgr_examples::cli::{send, SendArgs};
+use resmgr_examples::cli::{class_member, send, ClassMemberArgs, SendArgs};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -132,6 +132,8 @@ enum Example {
     Heartbeat(HeartbeatArgs),
     /// The HA echo client: numbered requests that survive a server restart.
     HaClient(HaClientArgs),
+    /// A member of a server class (ha-lib's Pathsend-style classes).
+    ClassMember(ClassMemberArgs),
 }
 
 fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
@@ -310,6 +312,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::HaReader(a)) => ha_reader(&a),
         Cmd::Run(Example::Heartbeat(a)) => heartbeat(&a),
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
+        Cmd::Run(Example::ClassMember(a)) => class_member(&a),
         Cmd::Send(a) => send(&a),
         Cmd::Bench { args } => bench(&args),
         Cmd::Ham(a) => ham(&a),

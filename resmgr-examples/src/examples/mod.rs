@@ -4,6 +4,7 @@
 //! server. The echo server, which uses the raw kernel calls instead of the framework, is
 //! [`crate::echo`].
 
+pub mod class_member;
 pub mod counter;
 pub mod devices;
 pub mod files;

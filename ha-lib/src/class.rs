@@ -1,0 +1,351 @@
+//! Server classes, in the image of NonStop Pathsend: a named class served by several server
+//! processes, reached through an explicit API of its own (a class send does not go through the
+//! silent retransmission of the interposition).
+//!
+//! **Membership** lives in the path space: each member attaches the mountpoint
+//! `/class/<name>` ([`class_path`]); several servers at one mountpoint is what QNX's path space
+//! allows, and resolving the path lists them all ([`kernel_sim::System::path_resolve`]).
+//!
+//! **A context-free send** ([`ServerClass::send`]) goes to a live member, the members taken in
+//! turn so the load spreads. When the member dies with the request outstanding, the kernel says
+//! whether it had received the request ([`kernel_sim::System::last_send_outcome`]):
+//!
+//! - not received: the request is sent to another member, silently;
+//! - received: it is sent again to another member only if the caller marked it repeatable
+//!   ([`Send::Repeatable`]); otherwise the caller gets [`ClassError::OutcomeUnknown`]: the
+//!   server failed while the request was outstanding, and whether it acted is unknown
+//!   (Pathsend's error 904).
+//!
+//! **Limits**: too many concurrent sends to one class is transient, waited out briefly
+//! ([`ClassError::Busy`] if it lasts); a class with no members, an unknown class and too many
+//! open classes are configuration errors, returned at once.
+
+use kernel_sim::sync::atomic::{AtomicU32, Ordering};
+use kernel_sim::{Chid, Coid, Errno, Pid, SendOutcome, System, SIDE_CHANNEL};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Where the members of class `name` attach.
+pub fn class_path(name: &str) -> String {
+    format!("/class/{name}")
+}
+
+/// Classes one process may have open at once.
+pub const MAX_CLASSES: u32 = 64;
+
+/// Open classes of this process (for [`ClassError::TooManyClasses`]).
+static OPEN_CLASSES: Mutex<u32> = Mutex::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a request may be executed more than once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Send {
+    /// Executing it twice does no harm (a read, an idempotent update): if its member dies after
+    /// receiving it, it is sent to another member.
+    Repeatable,
+    /// It must not be executed twice: if its member dies after receiving it, the caller gets
+    /// [`ClassError::OutcomeUnknown`].
+    NotRepeatable,
+}
+
+/// What a class send can fail with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassError {
+    /// The member serving the request died after it had received it; the request was not
+    /// repeatable, so it was not sent again: it may or may not have been acted on (Pathsend's
+    /// error 904).
+    OutcomeUnknown {
+        /// The member that died.
+        member: i32,
+    },
+    /// The class has no live member (a configuration error: not retried).
+    NoMembers,
+    /// No class of that name (no member has attached it): a configuration error.
+    UnknownClass,
+    /// This process has [`MAX_CLASSES`] classes open: a configuration error.
+    TooManyClasses,
+    /// Too many sends to the class at once, for longer than the class's busy wait (transient,
+    /// retried until then).
+    Busy,
+    /// The member answered with this errno (the server's own error, passed through).
+    Server(Errno),
+}
+
+impl std::fmt::Display for ClassError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassError::OutcomeUnknown { member } => write!(
+                f,
+                "server class member {member} failed while the request was outstanding; outcome unknown"
+            ),
+            ClassError::NoMembers => write!(f, "the server class has no members"),
+            ClassError::UnknownClass => write!(f, "no such server class"),
+            ClassError::TooManyClasses => write!(f, "too many server classes open"),
+            ClassError::Busy => write!(f, "too many concurrent sends to the server class"),
+            ClassError::Server(e) => write!(f, "the server answered {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClassError {}
+
+/// Counters of one class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassCounters {
+    /// Requests answered.
+    pub answered: u64,
+    /// Requests sent again to another member after a member died without receiving them.
+    pub rerouted: u64,
+    /// Repeatable requests sent again after a member died holding them.
+    pub repeated: u64,
+    /// Requests that ended in [`ClassError::OutcomeUnknown`].
+    pub outcome_unknown: u64,
+}
+
+struct Member {
+    pid: i32,
+    chid: i32,
+    coid: Option<Coid>,
+}
+
+/// An open server class (`SERVERCLASS_SEND_`'s target).
+pub struct ServerClass {
+    sys: System,
+    name: String,
+    members: Mutex<Vec<Member>>,
+    next: AtomicU32,
+    in_flight: AtomicU32,
+    max_in_flight: u32,
+    busy_wait: Duration,
+    counters: Mutex<ClassCounters>,
+}
+
+impl std::fmt::Debug for ServerClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClass")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Decrements the in-flight count on drop.
+struct Flight<'a>(&'a AtomicU32);
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .ok();
+    }
+}
+
+impl ServerClass {
+    /// Opens class `name`: at least one member must have attached it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClassError::UnknownClass`] (also for a name with `/`, empty, or over 64 bytes),
+    /// [`ClassError::TooManyClasses`].
+    pub fn open(sys: &System, name: &str) -> Result<ServerClass, ClassError> {
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(ClassError::UnknownClass);
+        }
+        {
+            let mut n = lock(&OPEN_CLASSES);
+            if *n >= MAX_CLASSES {
+                return Err(ClassError::TooManyClasses);
+            }
+            *n += 1;
+        }
+        let c = ServerClass {
+            sys: sys.clone(),
+            name: name.to_owned(),
+            members: Mutex::new(Vec::new()),
+            next: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            max_in_flight: 64,
+            busy_wait: Duration::from_millis(100),
+            counters: Mutex::new(ClassCounters::default()),
+        };
+        if c.refresh() == 0 {
+            return Err(ClassError::UnknownClass);
+        }
+        Ok(c)
+    }
+
+    /// Sets the transient limit: at most `max` sends in flight at once, a send over it waiting
+    /// up to `wait` for room ([`ClassError::Busy`] after).
+    pub fn set_concurrency(&mut self, max: u32, wait: Duration) {
+        self.max_in_flight = max.max(1);
+        self.busy_wait = wait;
+    }
+
+    /// The class's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What has happened so far.
+    pub fn counters(&self) -> ClassCounters {
+        *lock(&self.counters)
+    }
+
+    /// The live members' pids, as last seen.
+    pub fn members(&self) -> Vec<i32> {
+        lock(&self.members).iter().map(|m| m.pid).collect()
+    }
+
+    /// Looks the members up again (keeping the connections to those still there); how many.
+    fn refresh(&self) -> usize {
+        let found = self
+            .sys
+            .path_resolve(&class_path(&self.name))
+            .unwrap_or_default();
+        let mut m = lock(&self.members);
+        let mut next: Vec<Member> = Vec::new();
+        for t in found.iter().filter(|t| t.rest.is_empty()) {
+            if next.iter().any(|x| x.pid == t.pid && x.chid == t.chid) {
+                continue;
+            }
+            let coid = m
+                .iter_mut()
+                .find(|x| x.pid == t.pid && x.chid == t.chid)
+                .and_then(|x| x.coid.take());
+            next.push(Member {
+                pid: t.pid,
+                chid: t.chid,
+                coid,
+            });
+        }
+        for old in m.drain(..) {
+            if let Some(c) = old.coid {
+                let _ = self.sys.connect_detach(c);
+            }
+        }
+        *m = next;
+        m.len()
+    }
+
+    /// A connection to the next member in turn: (member pid, coid).
+    fn pick(&self) -> Option<(i32, Coid)> {
+        let mut m = lock(&self.members);
+        let n = m.len();
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % n;
+            let mem = &mut m[i];
+            if mem.coid.is_none() {
+                mem.coid = self
+                    .sys
+                    .connect_attach(0, Pid(mem.pid), Chid(mem.chid), SIDE_CHANNEL, 0)
+                    .ok();
+            }
+            if let Some(c) = mem.coid {
+                return Some((mem.pid, c));
+            }
+        }
+        None
+    }
+
+    /// Forgets member `pid` (it died).
+    fn drop_member(&self, pid: i32) {
+        let mut m = lock(&self.members);
+        m.retain_mut(|x| {
+            if x.pid == pid {
+                if let Some(c) = x.coid.take() {
+                    let _ = self.sys.connect_detach(c);
+                }
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// A context-free send (`SERVERCLASS_SEND_`): `req` to a live member, its reply in `reply`;
+    /// the reply's status. See the module doc for what happens when a member dies.
+    ///
+    /// # Errors
+    ///
+    /// [`ClassError::OutcomeUnknown`], [`ClassError::NoMembers`], [`ClassError::Busy`],
+    /// [`ClassError::Server`].
+    pub fn send(&self, req: &[u8], reply: &mut [u8], kind: Send) -> Result<i32, ClassError> {
+        // The transient limit: wait briefly for room.
+        let end = Instant::now() + self.busy_wait;
+        loop {
+            let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+            if n < self.max_in_flight {
+                break;
+            }
+            self.in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                })
+                .ok();
+            if Instant::now() >= end {
+                return Err(ClassError::Busy);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let _flight = Flight(&self.in_flight);
+        // Each member may die once under this request; a bound so a class whose members keep
+        // dying cannot hold the caller for ever.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > 64 {
+                return Err(ClassError::NoMembers);
+            }
+            let Some((member, coid)) = self.pick().or_else(|| {
+                self.refresh();
+                self.pick()
+            }) else {
+                return Err(ClassError::NoMembers);
+            };
+            match self.sys.msg_send(coid, req, reply) {
+                Ok(status) => {
+                    lock(&self.counters).answered += 1;
+                    return Ok(status);
+                }
+                Err(Errno::BADF) | Err(Errno::SRCH) => {
+                    let received = self.sys.last_send_outcome() == SendOutcome::ReceivedNoReply;
+                    self.drop_member(member);
+                    self.refresh();
+                    if received && kind == Send::NotRepeatable {
+                        lock(&self.counters).outcome_unknown += 1;
+                        tracing::warn!(class = self.name, member, "member died holding a request");
+                        return Err(ClassError::OutcomeUnknown { member });
+                    }
+                    let mut c = lock(&self.counters);
+                    if received {
+                        c.repeated += 1;
+                    } else {
+                        c.rerouted += 1;
+                    }
+                    tracing::debug!(
+                        class = self.name,
+                        member,
+                        received,
+                        "member died; sending elsewhere"
+                    );
+                }
+                Err(e) => return Err(ClassError::Server(e)),
+            }
+        }
+    }
+}
+
+impl Drop for ServerClass {
+    fn drop(&mut self) {
+        for m in lock(&self.members).drain(..) {
+            if let Some(c) = m.coid {
+                let _ = self.sys.connect_detach(c);
+            }
+        }
+        let mut n = lock(&OPEN_CLASSES);
+        *n = n.saturating_sub(1);
+    }
+}

@@ -1,0 +1,234 @@
+//! Server classes (ha-lib's Pathsend-style API) across real member processes killed with
+//! `kill -9`: repeatable requests all complete; a request that must not be repeated gets the
+//! outcome-unknown error only where its member had received it, and is otherwise sent to another
+//! member silently; the limits. Facts are checked in the members' journal.
+
+use ha_lib::class::{ClassError, Send, ServerClass};
+use kernel_sim::Limits;
+use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use resmgr_examples::journal::Journal;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const QSIM: &str = env!("CARGO_BIN_EXE_qsim");
+
+struct Scene {
+    ts: TestSystem,
+    journal: PathBuf,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Scene {
+        let journal =
+            std::env::temp_dir().join(format!("qsimtest-{tag}-{}.journal", std::process::id()));
+        let _ = std::fs::remove_file(&journal);
+        Scene {
+            ts: TestSystem::new(
+                tag,
+                Limits {
+                    threads_per_process: 8,
+                    ..small_limits()
+                },
+            ),
+            journal,
+        }
+    }
+
+    /// A member of class `class` doing `work_us` per request.
+    fn member(&self, class: &str, work_us: u64) -> Helper {
+        let h = Helper::spawn_cmd(
+            Command::new(QSIM)
+                .args([
+                    "run",
+                    "class-member",
+                    "--system",
+                    &self.ts.name,
+                    "--exit-on-eof",
+                ])
+                .args([
+                    "--class",
+                    class,
+                    "--work-us",
+                    &work_us.to_string(),
+                    "--journal",
+                ])
+                .arg(&self.journal),
+        );
+        assert!(h.line("a member's ready line").contains(" serves "));
+        h
+    }
+
+    /// (op, member, id) of every record.
+    fn records(&self) -> Vec<(String, i32, u32)> {
+        Journal::read(&self.journal)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.op.clone(),
+                    r.get("member")?.parse().ok()?,
+                    r.get("id")?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&[(String, i32, u32)]) -> bool) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !pred(&self.records()) {
+            assert!(Instant::now() < end, "never saw {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.journal);
+    }
+}
+
+fn req(id: u32) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..2].copy_from_slice(&0x200u16.to_le_bytes());
+    m[4..].copy_from_slice(&id.to_le_bytes());
+    m
+}
+
+#[test]
+fn repeatable_requests_all_complete_while_members_are_killed() {
+    let _w = Watchdog::new("class_repeatable", 120);
+    let sc = Scene::new("class-rep");
+    let mut members: Vec<Helper> = (0..3).map(|_| sc.member("work", 200)).collect();
+    let class = ServerClass::open(&sc.ts.sys, "work").unwrap();
+    assert_eq!(class.members().len(), 3);
+    let total = 3000u32;
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut who = HashMap::<i32, u32>::new();
+            for id in 0..total {
+                let mut reply = [0u8; 4];
+                let pid = class
+                    .send(&req(id), &mut reply, Send::Repeatable)
+                    .unwrap_or_else(|e| panic!("request {id}: {e}"));
+                *who.entry(pid).or_default() += 1;
+            }
+            who
+        });
+        // Kill a member every 300 requests done (six kills), starting a replacement each time.
+        for k in 1..=6u32 {
+            sc.wait_for("progress", |r| {
+                r.iter().filter(|(op, _, _)| op == "done").count() as u32 >= k * 300
+            });
+            let mut victim = members.remove(0);
+            victim.kill();
+            members.push(sc.member("work", 200));
+        }
+        let who = sender.join().unwrap();
+        // The load was spread: more than one member answered.
+        assert!(who.len() > 1, "{who:?}");
+    });
+    let c = class.counters();
+    assert_eq!(c.answered, u64::from(total));
+    assert_eq!(c.outcome_unknown, 0);
+    // Every request was done by some member.
+    let done: std::collections::HashSet<u32> = sc
+        .records()
+        .into_iter()
+        .filter(|(op, _, _)| op == "done")
+        .map(|(_, _, id)| id)
+        .collect();
+    assert!((0..total).all(|id| done.contains(&id)));
+}
+
+#[test]
+fn a_request_not_to_repeat_gets_outcome_unknown_only_if_its_member_had_it() {
+    let _w = Watchdog::new("class_not_repeatable", 120);
+    let sc = Scene::new("class-904");
+    // One slow member: it holds request 1 in its work; request 2 waits in its queue.
+    let mut slow = sc.member("pay", 60_000_000);
+    let class = ServerClass::open(&sc.ts.sys, "pay").unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| class.send(&req(1), &mut [0u8; 4], Send::NotRepeatable));
+        sc.wait_for("request 1 received", |r| {
+            r.iter().any(|(op, _, id)| op == "received" && *id == 1)
+        });
+        let second = s.spawn(|| class.send(&req(2), &mut [0u8; 4], Send::NotRepeatable));
+        let slow_pid = slow.pid;
+        let info_wait = Instant::now() + Duration::from_secs(30);
+        // Request 2 is queued (SEND-blocked) at the slow member.
+        loop {
+            let queued = sc
+                .ts
+                .sys
+                .snapshot()
+                .channels
+                .iter()
+                .filter(|c| c.pid == slow_pid)
+                .map(|c| c.queued)
+                .sum::<u32>();
+            if queued >= 1 {
+                break;
+            }
+            assert!(Instant::now() < info_wait, "request 2 never queued");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A quick member joins; the slow one is killed.
+        let _fast = sc.member("pay", 10);
+        slow.kill();
+        // Request 1 had been received: outcome unknown, not sent again.
+        assert_eq!(
+            first.join().unwrap(),
+            Err(ClassError::OutcomeUnknown { member: slow_pid })
+        );
+        // Request 2 had not: sent to the other member, silently, and answered.
+        let r2 = second.join().unwrap();
+        assert!(r2.is_ok(), "{r2:?}");
+        assert_ne!(r2.unwrap(), slow_pid);
+    });
+    let r = sc.records();
+    let count = |op: &str, id: u32| r.iter().filter(|(o, _, i)| o == op && *i == id).count();
+    // Request 1 was received once (by the member that died) and never again.
+    assert_eq!((count("received", 1), count("done", 1)), (1, 0));
+    // Request 2 was received and done once, by the new member.
+    assert_eq!((count("received", 2), count("done", 2)), (1, 1));
+    let c = class.counters();
+    assert_eq!((c.outcome_unknown, c.rerouted, c.answered), (1, 1, 1));
+}
+
+#[test]
+fn configuration_limits_are_not_retried_and_a_busy_class_is_waited_out() {
+    let _w = Watchdog::new("class_limits", 120);
+    let sc = Scene::new("class-limits");
+    assert_eq!(
+        ServerClass::open(&sc.ts.sys, "nobody").unwrap_err(),
+        ClassError::UnknownClass
+    );
+    assert_eq!(
+        ServerClass::open(&sc.ts.sys, "a/b").unwrap_err(),
+        ClassError::UnknownClass
+    );
+    let mut slow = sc.member("busy", 60_000_000);
+    let mut class = ServerClass::open(&sc.ts.sys, "busy").unwrap();
+    class.set_concurrency(1, Duration::from_millis(20));
+    std::thread::scope(|s| {
+        let first = s.spawn(|| class.send(&req(1), &mut [0u8; 4], Send::Repeatable));
+        sc.wait_for("request 1 received", |r| {
+            r.iter().any(|(op, _, id)| op == "received" && *id == 1)
+        });
+        // One send in flight is the limit: the next waits 20 ms for room, then gives up.
+        assert_eq!(
+            class.send(&req(2), &mut [0u8; 4], Send::Repeatable),
+            Err(ClassError::Busy)
+        );
+        // The only member dies: no members, not retried.
+        slow.kill();
+        assert_eq!(first.join().unwrap(), Err(ClassError::NoMembers));
+    });
+    assert_eq!(
+        class.send(&req(3), &mut [0u8; 4], Send::Repeatable),
+        Err(ClassError::NoMembers)
+    );
+}
