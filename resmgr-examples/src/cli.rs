@@ -177,6 +177,16 @@ pub fn echo_client(args: &EchoClientArgs) -> ExitCode {
 
 // ----- the resource-manager examples --------------------------------------------------------
 
+/// The value of a `Result<T, ExitCode>`, or a return with the exit code.
+macro_rules! or_exit {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+
 fn open_system(who: &str, sys: &SystemArg) -> Result<System, ExitCode> {
     sys.builder().open().map_err(|e| fail(who, e))
 }
@@ -329,10 +339,7 @@ fn serve_report(who: &str, res: Result<Stats, Errno>) -> ExitCode {
 /// Runs the devices server.
 pub fn devices_server(args: &DevicesServerArgs) -> ExitCode {
     let who = "devices-server";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     args.common.watch_stdin(who);
     let journal = match open_journal(&args.common.journal) {
         Ok(j) => j,
@@ -353,10 +360,7 @@ pub fn devices_server(args: &DevicesServerArgs) -> ExitCode {
 /// Runs the devices client.
 pub fn devices_client(args: &DevicesClientArgs) -> ExitCode {
     let who = "devices-client";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     if let Err(e) = sys.path_wait(devices::ZERO_PATH, args.common.wait()) {
         return fail(who, format!("{}: {e}", devices::ZERO_PATH));
     }
@@ -383,10 +387,7 @@ pub fn devices_client(args: &DevicesClientArgs) -> ExitCode {
 /// Runs the counter server.
 pub fn counter_server(args: &CounterServerArgs) -> ExitCode {
     let who = "counter-server";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     args.common.watch_stdin(who);
     let res = counter::serve(
         &sys,
@@ -408,10 +409,7 @@ pub fn counter_server(args: &CounterServerArgs) -> ExitCode {
 /// Runs the counter client.
 pub fn counter_client(args: &CounterClientArgs) -> ExitCode {
     let who = "counter-client";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     let fd = match sys.open_wait(counter::COUNTER_PATH, libc::O_RDWR, args.common.wait()) {
         Ok(fd) => fd,
         Err(e) => return fail(who, format!("{}: {e}", counter::COUNTER_PATH)),
@@ -452,10 +450,7 @@ pub fn counter_client(args: &CounterClientArgs) -> ExitCode {
 /// Runs the file server.
 pub fn file_server(args: &FileServerArgs) -> ExitCode {
     let who = "file-server";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     args.common.watch_stdin(who);
     let res = files::serve(
         &sys,
@@ -479,10 +474,7 @@ pub fn file_server(args: &FileServerArgs) -> ExitCode {
 /// Runs the file client.
 pub fn file_client(args: &FileClientArgs) -> ExitCode {
     let who = "file-client";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     let fd = match sys.open_wait(&args.path, libc::O_RDONLY, args.common.wait()) {
         Ok(fd) => fd,
         Err(e) => return fail(who, format!("{}: {e}", args.path)),
@@ -550,10 +542,7 @@ pub struct HaReaderArgs {
 /// Runs the HA reader.
 pub fn ha_reader(args: &HaReaderArgs) -> ExitCode {
     let who = "ha-reader";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     if let Err(e) = sys.path_wait(&args.path, args.common.wait()) {
         return fail(who, format!("{}: {e}", args.path));
     }
@@ -628,10 +617,7 @@ pub struct HamArgs {
 /// Runs the HA manager (or, with --standby, its guardian).
 pub fn ham(args: &HamArgs) -> ExitCode {
     let who = "ham";
-    let sys = match open_system(who, &args.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.system));
     if args.standby {
         let Some(state) = &args.state else {
             return fail(who, "--standby needs --state");
@@ -771,10 +757,7 @@ pub struct HeartbeatArgs {
 /// Runs the heartbeat entity.
 pub fn heartbeat(args: &HeartbeatArgs) -> ExitCode {
     let who = "heartbeat";
-    let sys = match open_system(who, &args.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.system));
     let period = Duration::from_millis(args.period_ms);
     let me = match crate::ham::client::attach_self(
         &sys,
@@ -1056,10 +1039,7 @@ pub struct ClassMemberArgs {
 /// Runs a class member.
 pub fn class_member(args: &ClassMemberArgs) -> ExitCode {
     let who = "class-member";
-    let sys = match open_system(who, &args.common.system) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let sys = or_exit!(open_system(who, &args.common.system));
     args.common.watch_stdin(who);
     let journal = match open_journal(&args.common.journal) {
         Ok(j) => j,

@@ -37,6 +37,36 @@ impl Drop for TempFile {
     }
 }
 
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("qsimtest-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `qsim run file-server` over `root` (journaling to `journal` if given); waits until ready.
+fn file_server(ts: &TestSystem, root: &std::path::Path, journal: Option<&PathBuf>) -> Helper {
+    let mut cmd = Command::new(QSIM);
+    cmd.args(["run", "file-server", "--system", &ts.name, "--exit-on-eof"])
+        .arg("--root")
+        .arg(root);
+    if let Some(j) = journal {
+        cmd.arg("--journal").arg(j);
+    }
+    let h = Helper::spawn_cmd(&mut cmd);
+    assert!(h.line("file server ready").contains(" serves "));
+    h
+}
+
 /// `qsim run echo-server` on `name`, journaling to `journal`; waits for its ready line.
 fn echo_server(ts: &TestSystem, name: &str, journal: &TempFile, extra: &[&str]) -> Helper {
     let h = Helper::spawn_cmd(
@@ -180,30 +210,11 @@ fn a_client_blocked_in_a_send_when_the_server_dies_gets_its_reply_from_the_new_o
 fn a_plain_read_loop_resumes_at_the_right_offset_after_a_file_server_restart() {
     let _w = Watchdog::new("read_loop_resumes", 120);
     let ts = TestSystem::new("ha-reader", limits());
-    let dir = std::env::temp_dir().join(format!("qsimtest-ha-reader-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
+    let scratch = Scratch::new("ha-reader");
+    let dir = scratch.0.clone();
     std::fs::write(dir.join("abc.txt"), b"0123456789abcdefghijklmnopqrstuvwxyz").unwrap();
     let j2 = dir.join("second.journal");
-    let file_server = |journal: &PathBuf| {
-        let h = Helper::spawn_cmd(
-            Command::new(QSIM)
-                .args(["run", "file-server", "--system", &ts.name, "--exit-on-eof"])
-                .arg("--root")
-                .arg(&dir)
-                .arg("--journal")
-                .arg(journal),
-        );
-        assert!(h.line("file server ready").contains(" serves "));
-        h
-    };
+    let file_server = |journal: &PathBuf| file_server(&ts, &dir, Some(journal));
     let mut srv = file_server(&dir.join("first.journal"));
     let mut reader = Helper::spawn_cmd(Command::new(QSIM).args([
         "run",
@@ -594,27 +605,10 @@ fn attach_detach_dup_and_release_keep_ha_state_where_it_belongs() {
 fn ha_dup_shares_the_recovery_and_reopen_repoints_the_dups() {
     let _w = Watchdog::new("ha_dup", 120);
     let ts = TestSystem::new("ha-dup", limits());
-    let dir = std::env::temp_dir().join(format!("qsimtest-ha-dup-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
+    let scratch = Scratch::new("ha-dup");
+    let dir = scratch.0.clone();
     std::fs::write(dir.join("f.txt"), b"abcdefghij").unwrap();
-    let start = || {
-        let h = Helper::spawn_cmd(
-            Command::new(QSIM)
-                .args(["run", "file-server", "--system", &ts.name, "--exit-on-eof"])
-                .arg("--root")
-                .arg(&dir),
-        );
-        assert!(h.line("file server ready").contains(" serves "));
-        h
-    };
+    let start = || file_server(&ts, &dir, None);
     let mut srv = start();
     let sys = &ts.sys;
     let ha = Ha::install(sys).unwrap();

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
+use resmgr_examples::cli::{class_member, send, ClassMemberArgs, SendArgs};
 use resmgr_examples::cli::{
     counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
     file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
@@ -12,7 +13,6 @@ use resmgr_examples::cli::{
     ha_client, ha_reader, ham, ham_ctl, heartbeat, HaClientArgs, HaReaderArgs, HamArgs, HamCtlArgs,
     HeartbeatArgs,
 };
-use resmgr_examples::cli::{class_member, send, ClassMemberArgs, SendArgs};
 use std::process::ExitCode;
 
 #[derive(Parser)]

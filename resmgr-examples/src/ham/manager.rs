@@ -109,6 +109,40 @@ struct Entity {
     watch: Option<Arc<ProcessWatch>>,
 }
 
+impl Entity {
+    /// A new entity of `kind`, not running yet.
+    fn new(cfg: EntityConfig, kind: Kind) -> Entity {
+        Entity {
+            cfg,
+            kind,
+            pid: 0,
+            start: 0,
+            alive: false,
+            gen: 0,
+            restarts: 0,
+            gave_up: false,
+            scoid: None,
+            hb: None,
+            notify: Vec::new(),
+            watch: None,
+        }
+    }
+
+    /// A self-attached entity known only by its name (not in the configuration).
+    fn named(name: &str) -> Entity {
+        Entity::new(
+            EntityConfig {
+                name: name.to_owned(),
+                command: Vec::new(),
+                pid: None,
+                restart: None,
+                action: Vec::new(),
+            },
+            Kind::SelfAttached,
+        )
+    }
+}
+
 /// What the state file holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Saved {
@@ -164,25 +198,15 @@ impl Manager {
             .config
             .entity
             .iter()
-            .map(|cfg| Entity {
-                kind: if !cfg.command.is_empty() {
+            .map(|cfg| {
+                let kind = if !cfg.command.is_empty() {
                     Kind::Started
                 } else if cfg.pid.is_some() {
                     Kind::Attached
                 } else {
                     Kind::SelfAttached
-                },
-                cfg: cfg.clone(),
-                pid: 0,
-                start: 0,
-                alive: false,
-                gen: 0,
-                restarts: 0,
-                gave_up: false,
-                scoid: None,
-                hb: None,
-                notify: Vec::new(),
-                watch: None,
+                };
+                Entity::new(cfg.clone(), kind)
             })
             .collect();
         if let Some(saved) = &saved {
@@ -192,26 +216,7 @@ impl Manager {
                     None => {
                         // Self-attached entities are not in the configuration: take them over
                         // too, to be re-attached by their processes.
-                        entities.push(Entity {
-                            cfg: EntityConfig {
-                                name: s.name.clone(),
-                                command: Vec::new(),
-                                pid: None,
-                                restart: None,
-                                action: Vec::new(),
-                            },
-                            kind: s.kind,
-                            pid: 0,
-                            start: 0,
-                            alive: false,
-                            gen: 0,
-                            restarts: 0,
-                            gave_up: false,
-                            scoid: None,
-                            hb: None,
-                            notify: Vec::new(),
-                            watch: None,
-                        });
+                        entities.push(Entity::named(&s.name));
                         entities.len() - 1
                     }
                 };
@@ -670,26 +675,7 @@ impl Manager {
                 if st.entities.len() >= 0x7FFF {
                     return Err(Errno::NOSPC);
                 }
-                st.entities.push(Entity {
-                    cfg: EntityConfig {
-                        name: a.name.clone(),
-                        command: Vec::new(),
-                        pid: None,
-                        restart: None,
-                        action: Vec::new(),
-                    },
-                    kind: Kind::SelfAttached,
-                    pid: 0,
-                    start: 0,
-                    alive: false,
-                    gen: 0,
-                    restarts: 0,
-                    gave_up: false,
-                    scoid: None,
-                    hb: None,
-                    notify: Vec::new(),
-                    watch: None,
-                });
+                st.entities.push(Entity::named(&a.name));
                 st.entities.len() - 1
             }
         };
