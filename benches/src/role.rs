@@ -8,7 +8,7 @@
 use crate::error::{kernel, BenchError};
 use crate::floor::{self, Handoff, SharedMapping, FLOOR_MAPPING_LEN};
 use crate::rtt::STOP_MESSAGE;
-use kernel_sim::{ChannelWait, Chid, Received, System, SystemBuilder};
+use kernel_sim::{iomsg, ChannelWait, Chid, Errno, Received, System, SystemBuilder};
 use std::io::Write;
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -27,6 +27,11 @@ pub const SHM_ENV: &str = "QSIM_BENCH_SHM";
 /// Set (to anything): the `kernel-server` receives messages but never replies, so its clients
 /// stay REPLY-blocked (the death-detection benchmark kills it then).
 pub const HOLD_ENV: &str = "QSIM_BENCH_HOLD";
+/// Set: the `kernel-server` also registers its channel under this name (`name_attach`), answers
+/// the `_IO_CONNECT` of `name_open`, and adds to its ready line the shared monotonic clock
+/// ([`floor::os::monotonic_ns`]) the instant the name was attached: `ready <pid> <chid> <ns>`.
+/// The HA rows' server ([`crate::ha`]).
+pub const NAME_ENV: &str = "QSIM_BENCH_NAME";
 /// The CPU a peer pins itself to (unset: not pinned).
 pub const CPU_ENV: &str = "QSIM_BENCH_CPU";
 /// The bench's pid, to check that the parent-death signal was armed in time.
@@ -186,10 +191,35 @@ pub fn busy_for(work: Duration) {
     }
 }
 
-/// Prints `ready <pid> <chid>`, then replies to every message with its own bytes, from
-/// [`RECEIVERS_ENV`] threads, each after [`WORK_ENV`] of CPU work; a message equal to
-/// [`STOP_MESSAGE`] is answered and ends the thread that received it (so stopping takes one per
-/// thread). Pulses are ignored.
+/// How long a restarted server retries a name its killed predecessor still holds (the kernel
+/// reaps a dead holder on the spot, but SIGKILL takes a moment to make a process dead).
+const NAME_RETRY: Duration = Duration::from_secs(2);
+
+/// Registers `chid` as `name`, retrying while a dying predecessor holds it; returns the shared
+/// clock the instant the name was attached.
+fn attach_name(sys: &System, chid: Chid, name: &str) -> Result<u64, BenchError> {
+    let start = Instant::now();
+    loop {
+        match sys.name_attach_on(chid, name) {
+            Ok(_) => return Ok(floor::os::monotonic_ns()),
+            Err(Errno::EXIST) if start.elapsed() < NAME_RETRY => {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            Err(e) => return Err(kernel("name_attach")(e)),
+        }
+    }
+}
+
+/// Whether `msg` is a `name_open`'s `_IO_CONNECT`. No bench payload can pass for one: it needs
+/// the 40-byte header, and the payloads of the named server's clients are 8 bytes.
+fn is_io_connect(msg: &[u8]) -> bool {
+    msg.len() >= iomsg::IoConnect::HEADER && iomsg::msg_type(msg) == Some(iomsg::IO_CONNECT)
+}
+
+/// Prints `ready <pid> <chid>` (with [`NAME_ENV`]: `ready <pid> <chid> <attached ns>`), then
+/// replies to every message with its own bytes, from [`RECEIVERS_ENV`] threads, each after
+/// [`WORK_ENV`] of CPU work; a message equal to [`STOP_MESSAGE`] is answered and ends the thread
+/// that received it (so stopping takes one per thread). Pulses are ignored.
 fn kernel_server() -> Result<(), BenchError> {
     let name = env_required(SYSTEM_ENV)?;
     let wait = match env_required(WAIT_ENV)?.as_str() {
@@ -205,14 +235,27 @@ fn kernel_server() -> Result<(), BenchError> {
     let chid = sys
         .channel_create_with(0, wait)
         .map_err(kernel("channel_create"))?;
-    say_ready(format_args!("{} {}", std::process::id(), chid.0))?;
+    // A plain channel of the same wait mode as the unnamed server's, so a named server differs
+    // from it only by the name.
+    let named = match env_opt(NAME_ENV)? {
+        Some(name) => {
+            let attached = attach_name(&sys, chid, &name)?;
+            say_ready(format_args!("{} {} {attached}", std::process::id(), chid.0))?;
+            true
+        }
+        None => {
+            say_ready(format_args!("{} {}", std::process::id(), chid.0))?;
+            false
+        }
+    };
+    let serve = Serve { hold, work, named };
     let others: Vec<_> = (1..receivers)
         .map(|_| {
             let sys = sys.clone();
-            std::thread::spawn(move || echo_messages(&sys, chid, hold, work))
+            std::thread::spawn(move || echo_messages(&sys, chid, serve))
         })
         .collect();
-    let mut result = echo_messages(&sys, chid, hold, work);
+    let mut result = echo_messages(&sys, chid, serve);
     for t in others {
         let r = t
             .join()
@@ -224,17 +267,35 @@ fn kernel_server() -> Result<(), BenchError> {
     result
 }
 
+/// How a `kernel-server` thread serves.
+#[derive(Clone, Copy, Debug)]
+struct Serve {
+    /// Receive messages but never reply.
+    hold: bool,
+    /// CPU work per request.
+    work: Duration,
+    /// Answer `_IO_CONNECT` (the server attached a name).
+    named: bool,
+}
+
 /// One receiving thread of a `kernel-server`.
-fn echo_messages(sys: &System, chid: Chid, hold: bool, work: Duration) -> Result<(), BenchError> {
+fn echo_messages(sys: &System, chid: Chid, serve: Serve) -> Result<(), BenchError> {
+    let Serve { hold, work, named } = serve;
     let mut buf = vec![0u8; sys.limits().max_msg_size as usize];
     loop {
         match sys
             .msg_receive(chid, &mut buf)
             .map_err(kernel("msg_receive"))?
         {
+            // A holding server still lets clients open its name, so they can block on it.
+            Received::Message { rcvid, info }
+                if named && is_io_connect(&buf[..info_len(&info, &buf)]) =>
+            {
+                sys.msg_reply(rcvid, 0, &[]).map_err(kernel("msg_reply"))?;
+            }
             Received::Message { .. } if hold => {}
             Received::Message { rcvid, info } => {
-                let n = (info.msglen as usize).min(buf.len());
+                let n = info_len(&info, &buf);
                 let msg = &buf[..n];
                 if msg == STOP_MESSAGE {
                     sys.msg_reply(rcvid, 0, msg).map_err(kernel("msg_reply"))?;
@@ -246,6 +307,11 @@ fn echo_messages(sys: &System, chid: Chid, hold: bool, work: Duration) -> Result
             Received::Pulse(_) => {}
         }
     }
+}
+
+/// The received length of a message: what its info says, at most what the buffer holds.
+fn info_len(info: &kernel_sim::MsgInfo, buf: &[u8]) -> usize {
+    (info.msglen as usize).min(buf.len())
 }
 
 /// Prints `ready <pid>` once it has read the mapping's state, then echoes until the client sends

@@ -11,8 +11,9 @@
 //! mapping, like the floors' lines).
 //!
 //! This is the crate's only module with `unsafe` (the mapping's atomics, the payload copies and a
-//! handful of Linux calls in [`os`]), and the only place outside kernel-sim's `sync` facade where
-//! raw std atomics are allowed: the floors must not depend on the code they are a baseline for.
+//! handful of Linux calls in [`os`], among them the shared clock of the recovery rows), and the
+//! only place outside kernel-sim's `sync` facade where raw std atomics are allowed: the floors
+//! must not depend on the code they are a baseline for.
 #![allow(unsafe_code)]
 #![allow(clippy::disallowed_types)]
 

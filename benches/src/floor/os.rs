@@ -1,6 +1,7 @@
 //! The few Linux calls the floors and the peer programs need: shared futexes, CPU affinity, a
-//! parent-death signal, SIGKILL and `_exit`, and the pipes and socket pairs of the peers (with
-//! the descriptor handling that passes one end to a child process).
+//! parent-death signal, SIGKILL and `_exit`, the monotonic clock as a number all processes share
+//! (for the recovery rows), and the pipes and socket pairs of the peers (with the descriptor
+//! handling that passes one end to a child process).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -135,6 +136,23 @@ pub fn sigkill(pid: u32) {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
+}
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the one clock every process on the machine
+/// shares. std's `Instant` reads the same clock but keeps its value private, so a timestamp taken
+/// in one process (a server's "name attached") could not be compared with one taken in another
+/// (the bench's "killed"); these numbers can, passed between processes as plain integers.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that lives across the call, and clock_gettime
+    // writes nothing else; CLOCK_MONOTONIC exists on every Linux, so the call cannot fail (EINVAL
+    // is its only error for a valid pointer) and `ts` is always filled in.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // The monotonic clock counts from boot: both fields are non-negative.
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Restricts the calling thread to `cpus` (`sched_setaffinity`); threads and processes it
