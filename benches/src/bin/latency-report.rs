@@ -15,7 +15,7 @@ use benches::process::{
 };
 use benches::report::render::{self, payload_label, JsonExtras};
 use benches::report::targets::{self, Verdict};
-use benches::report::{self, idle, selected, Case, Timing};
+use benches::report::{self, case_selected, idle, Case, Timing};
 use benches::summary::{format_ns, load_average};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,10 @@ struct Args {
     /// Cases to run: names, or prefixes ending in `*`, comma-separated [default: all].
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
+    /// Recovery rows: start the new server this many microseconds after the kill [default: 0,
+    /// at once].
+    #[arg(long)]
+    restart_delay_us: Option<u64>,
     /// Payload sizes in bytes, comma-separated [default: all].
     #[arg(long, value_delimiter = ',')]
     payloads: Vec<usize>,
@@ -138,7 +142,7 @@ fn main() {
         }
     }
     let keep = |c: &Case| {
-        selected(&c.name, &args.cases)
+        case_selected(c, &args.cases)
             && (args.payloads.is_empty() || args.payloads.contains(&c.payload))
             && (placements.is_empty() || placements.contains(&c.placement))
     };
@@ -147,8 +151,14 @@ fn main() {
     let skipped: Vec<(Case, String)> = skipped.into_iter().filter(|(c, _)| keep(c)).collect();
     if args.list {
         for c in &cases {
+            let rows = report::row_names(c);
+            let rows = if rows == [c.name.clone()] {
+                String::new()
+            } else {
+                format!(" (rows: {})", rows.join(", "))
+            };
             println!(
-                "{} {} {}",
+                "{} {} {}{rows}",
                 c.name,
                 payload_label(c.payload),
                 c.placement.as_str()
@@ -175,6 +185,9 @@ fn main() {
     if let Some(ms) = args.time_ms {
         timing.budget = Duration::from_millis(ms.max(1));
         timing.throughput_budget = Duration::from_millis(ms.max(1)).max(timing.window);
+    }
+    if let Some(us) = args.restart_delay_us {
+        timing.restart_delay = Duration::from_micros(us);
     }
     let stale = remove_stale_files();
     if !stale.is_empty() {
@@ -206,7 +219,20 @@ fn main() {
             case.placement.as_str()
         );
         match result {
-            Ok(m) => eprintln!("{what}: median {}", format_ns(*m)),
+            Ok(p) => {
+                let medians: Vec<String> = match p.medians.as_slice() {
+                    [(_, m)] => vec![format!("median {}", format_ns(*m))],
+                    many => many
+                        .iter()
+                        .map(|(n, m)| format!("{n} median {}", format_ns(*m)))
+                        .collect(),
+                };
+                let note = p
+                    .note
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" ({n})"));
+                eprintln!("{what}: {}{note}", medians.join(", "));
+            }
             Err(e) => eprintln!("{what}: FAILED: {e}"),
         }
     });

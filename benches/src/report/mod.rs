@@ -1,8 +1,12 @@
-//! The report: every latency case, floor and peer of issue 7 (and the throughput rows) without
-//! criterion's long sampling, repeated a few times, interleaved repeat by repeat so drift favours
-//! no case. Each repeat of a case starts its own peers (setup outside the timing), warms up,
-//! then times each round trip on its own ([`Sampled`]); a case's median is the median of its
-//! per-repeat medians, its p99 is over all its samples.
+//! The report: every latency case, floor and peer of issue 7 (and the throughput, HA and recovery
+//! rows) without criterion's long sampling, repeated a few times, interleaved repeat by repeat so
+//! drift favours no case. Each repeat of a case starts its own peers (setup outside the timing),
+//! warms up, then times each round trip on its own ([`Sampled`]); a row's median is the median of
+//! its per-repeat medians, its p99 is over all its samples.
+//!
+//! Most cases give one row. Two give several, from the same runs: the HA pair ([`CaseKind::HaPair`]:
+//! `ha_msg_send` and the `msg_send_paired` it is timed against, run by run) and the recovery
+//! cycles ([`CaseKind::Recovery`]: `recovery_detect`, `restart`, `recovery_total`).
 //!
 //! Rendering (table, JSON, SVG) is in [`render`], the issue's targets in [`targets`].
 
@@ -13,6 +17,7 @@ pub mod targets;
 use crate::error::BenchError;
 use crate::floor::os::PairKind;
 use crate::floor::Handoff;
+use crate::ha::{recovery_cycle, HaPeer, HA_PAYLOAD};
 use crate::iox::IceoryxPeer;
 use crate::peers::{self, StreamPeer};
 use crate::process::{Placement, PlacementKind, Watchdog};
@@ -34,6 +39,12 @@ pub const THROUGHPUT_PAYLOAD: usize = 8;
 pub const THROUGHPUT_WORK: Duration = Duration::from_micros(20);
 /// Anything near this per case and repeat is a hang.
 const CASE_LIMIT: Duration = Duration::from_secs(60);
+/// Runs of each side of the HA pair per repeat, alternating (A, B, A, B, ...).
+pub const HA_PAIR_RUNS: u32 = 10;
+/// The rows of the HA pair.
+pub const HA_ROWS: [&str; 2] = ["ha_msg_send", "msg_send_paired"];
+/// The rows of the recovery cycles.
+pub const RECOVERY_ROWS: [&str; 3] = ["recovery_detect", "restart", "recovery_total"];
 
 /// What a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,22 @@ pub enum CaseKind {
     Memcpy,
     /// Clients and receivers against one server.
     Throughput(ThroughputCase),
+    /// `ha_msg_send` on an HA-attached coid, recovered once before timing, and `msg_send` to an
+    /// unnamed server with no HA library, timed in alternating runs: rows [`HA_ROWS`].
+    HaPair,
+    /// Kill-and-restart cycles of a server an HA client is blocked on: rows [`RECOVERY_ROWS`].
+    Recovery,
+}
+
+impl CaseKind {
+    /// The rows this kind of case gives; `None`: one row, named as the case.
+    pub fn rows(self) -> Option<&'static [&'static str]> {
+        match self {
+            CaseKind::HaPair => Some(&HA_ROWS),
+            CaseKind::Recovery => Some(&RECOVERY_ROWS),
+            _ => None,
+        }
+    }
 }
 
 /// One row of the report.
@@ -82,6 +109,11 @@ pub struct Timing {
     pub throughput_budget: Duration,
     /// Throughput: one sample per window.
     pub window: Duration,
+    /// Recovery: kill-and-restart cycles per repeat.
+    pub recovery_cycles: usize,
+    /// Recovery: how long after the kill the new server is started (zero: at once, the issue's
+    /// method).
+    pub restart_delay: Duration,
 }
 
 impl Timing {
@@ -95,6 +127,8 @@ impl Timing {
             throughput_warm_up: Duration::from_millis(100),
             throughput_budget: Duration::from_millis(300),
             window: Duration::from_millis(10),
+            recovery_cycles: 15,
+            restart_delay: Duration::ZERO,
         }
     }
 
@@ -108,6 +142,8 @@ impl Timing {
             throughput_warm_up: Duration::from_millis(50),
             throughput_budget: Duration::from_millis(100),
             window: Duration::from_millis(10),
+            recovery_cycles: 3,
+            restart_delay: Duration::ZERO,
         }
     }
 }
@@ -180,8 +216,17 @@ pub fn all_cases() -> (Vec<Case>, Vec<(Case, String)>) {
             if placement == PlacementKind::Apart {
                 add("iceoryx2", payload, CaseKind::Iceoryx);
             }
+            if payload == HA_PAYLOAD {
+                add("ha_msg_send", payload, CaseKind::HaPair);
+            }
         }
     }
+    cases.push(Case {
+        name: "recovery".to_owned(),
+        payload: HA_PAYLOAD,
+        placement: PlacementKind::None,
+        kind: CaseKind::Recovery,
+    });
     for payload in PAYLOADS {
         cases.push(Case {
             name: "memcpy".to_owned(),
@@ -210,6 +255,19 @@ pub fn all_cases() -> (Vec<Case>, Vec<(Case, String)>) {
         }
     }
     (cases, skipped)
+}
+
+/// The names of the rows `case` gives: its own name, or those of [`CaseKind::rows`].
+pub fn row_names(case: &Case) -> Vec<String> {
+    match case.kind.rows() {
+        Some(rows) => rows.iter().map(|r| (*r).to_owned()).collect(),
+        None => vec![case.name.clone()],
+    }
+}
+
+/// Whether `case` is selected by `patterns`: its name or one of its rows' names.
+pub fn case_selected(case: &Case, patterns: &[String]) -> bool {
+    selected(&case.name, patterns) || row_names(case).iter().any(|n| selected(n, patterns))
 }
 
 /// Whether `name` is selected by `patterns` (exact names, or prefixes ending in `*`); no
@@ -267,11 +325,19 @@ pub fn median(v: &[f64]) -> Option<f64> {
     })
 }
 
-/// The floor the issue compares `case` with: `futex_floor` for blocking cases, pipes and
+/// The floor the issue compares row `case` with: `futex_floor` for blocking cases, pipes and
 /// sockets; `spin_floor` for adaptive cases and iceoryx2 `apart`; `futex_floor` for adaptive
-/// cases `same`; a floor with itself; none for `memcpy` and throughput.
+/// cases `same`; a floor with itself; none for `memcpy`, throughput and recovery. `ha_msg_send`
+/// is compared with `msg_send_paired`, the `msg_send` runs interleaved with it (the issue's
+/// ratio); `msg_send_paired` with its floor, as `msg_send`.
 pub fn floor_of(case: &Case) -> Option<&'static str> {
     match case.kind {
+        CaseKind::HaPair if case.name == HA_ROWS[0] => Some(HA_ROWS[1]),
+        CaseKind::HaPair => match case.placement {
+            PlacementKind::Apart => Some("spin_floor"),
+            _ => Some("futex_floor"),
+        },
+        CaseKind::Recovery => None,
         CaseKind::Kernel(k) => match (k.wait, case.placement) {
             (ChannelWait::Blocking, _) => Some("futex_floor"),
             (ChannelWait::System, PlacementKind::Apart) => Some("spin_floor"),
@@ -366,13 +432,89 @@ fn sample_peer<P: RoundTrip>(
     stopped
 }
 
-/// Runs one repeat of `case` in `placement` (already applied to this thread); returns its
-/// samples in nanoseconds.
+/// What one repeat of a case gave.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Each row's samples, in nanoseconds, in the order of [`row_names`].
+    pub rows: Vec<(String, Vec<f64>)>,
+    /// What the run checked on the way (the HA pair's forced recovery), for the progress line.
+    pub note: Option<String>,
+}
+
+/// One repeat of the HA pair: both peers started (the HA one recovered once), then
+/// [`HA_PAIR_RUNS`] runs of each, alternating, each with its own short warm-up, so drift within
+/// the repeat hits both alike.
+fn ha_pair(what: &str, placement: &Placement, t: &Timing) -> Result<Outcome, BenchError> {
+    let len = HA_PAYLOAD;
+    let mut plain = KernelPeer::start(
+        "ha-paired",
+        KernelCase::send(ChannelWait::System, len),
+        placement,
+    )?;
+    let mut ha = HaPeer::start("ha", placement)?;
+    let forced = ha.forced_recovery();
+    let (mut pids, mut files) = plain.resources();
+    let (p2, f2) = ha.resources();
+    pids.extend(p2);
+    files.extend(f2);
+    let watchdog = Watchdog::arm(what.to_owned(), CASE_LIMIT, pids, files);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let runs = HA_PAIR_RUNS;
+    let mut sampled = Ok(0);
+    for _ in 0..runs {
+        for (peer, out) in [(0, &mut a), (1, &mut b)] {
+            let driver = Sampled {
+                len,
+                warm_up: t.warm_up / runs,
+                budget: t.budget / runs,
+                max: (t.max_samples / runs as usize).max(1),
+                out,
+            };
+            sampled = sampled.and_then(|_| {
+                if peer == 0 {
+                    plain.with_exchange(driver)
+                } else {
+                    ha.with_exchange(driver)
+                }
+            });
+        }
+    }
+    let stopped = plain.stop().and(ha.stop());
+    drop(watchdog);
+    sampled?;
+    stopped?;
+    Ok(Outcome {
+        rows: vec![(HA_ROWS[0].to_owned(), b), (HA_ROWS[1].to_owned(), a)],
+        note: Some(format!(
+            "coid HA-aware; forced recovery: {} recoveries, {} retransmissions, {} failures",
+            forced.recoveries, forced.retransmissions, forced.failures
+        )),
+    })
+}
+
+/// `t.recovery_cycles` kill-and-restart cycles: one sample per cycle in each recovery row.
+fn recovery_cycles(placement: &Placement, t: &Timing) -> Result<Outcome, BenchError> {
+    let mut rows: Vec<(String, Vec<f64>)> = RECOVERY_ROWS
+        .iter()
+        .map(|r| ((*r).to_owned(), Vec::new()))
+        .collect();
+    for _ in 0..t.recovery_cycles.max(1) {
+        let c = recovery_cycle(placement, t.restart_delay)?;
+        for (row, v) in rows.iter_mut().zip([c.detect_ns, c.restart_ns, c.total_ns]) {
+            row.1.push(v as f64);
+        }
+    }
+    Ok(Outcome { rows, note: None })
+}
+
+/// Runs one repeat of `case` in `placement` (already applied to this thread); returns the
+/// samples of each of its rows in nanoseconds.
 ///
 /// # Errors
 ///
-/// Setting up a peer failed, a round trip failed or was no echo, or a peer did not stop cleanly.
-pub fn run_once(case: &Case, placement: &Placement, t: &Timing) -> Result<Vec<f64>, BenchError> {
+/// Setting up a peer failed, a round trip failed or was no echo, a peer did not stop cleanly, or
+/// (HA rows) the coid was not recovered as it must be.
+pub fn run_once(case: &Case, placement: &Placement, t: &Timing) -> Result<Outcome, BenchError> {
     let what = format!(
         "{} {} B {}",
         case.name,
@@ -410,11 +552,21 @@ pub fn run_once(case: &Case, placement: &Placement, t: &Timing) -> Result<Vec<f6
             drop(watchdog);
             stopped?;
         }
+        CaseKind::HaPair => return checked(ha_pair(&what, placement, t)?),
+        CaseKind::Recovery => return checked(recovery_cycles(placement, t)?),
     }
-    if out.is_empty() {
-        return Err(BenchError::Exchange("no samples".into()));
+    checked(Outcome {
+        rows: vec![(case.name.clone(), out)],
+        note: None,
+    })
+}
+
+/// `outcome`, unless a row has no samples.
+fn checked(outcome: Outcome) -> Result<Outcome, BenchError> {
+    match outcome.rows.iter().find(|r| r.1.is_empty()) {
+        Some((name, _)) => Err(BenchError::Exchange(format!("no samples for {name}"))),
+        None => Ok(outcome),
     }
-    Ok(out)
 }
 
 /// A case that failed, and why.
@@ -428,17 +580,32 @@ pub struct Failure {
     pub error: String,
 }
 
+/// What a repeat of a case showed, for the progress line: each row's median, and the note.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Each row's median in this repeat, ns.
+    pub medians: Vec<(String, f64)>,
+    /// What the run checked on the way, if anything.
+    pub note: Option<String>,
+}
+
 /// Runs `cases` `t.repeats` times, repeat by repeat; `progress` hears about each case as it
-/// ends. A case that fails once is dropped from the results (a broken exchange is never a number)
-/// and reported.
+/// ends. A case that fails once is dropped from the results, all its rows (a broken exchange is
+/// never a number), and reported. Returns one entry per row, named as the row.
 pub fn run(
     cases: &[Case],
     t: &Timing,
-    mut progress: impl FnMut(usize, &Case, &Result<f64, String>),
+    mut progress: impl FnMut(usize, &Case, &Result<Progress, String>),
 ) -> (Vec<(Case, Measured)>, Vec<Failure>) {
-    let mut measured: Vec<(Case, Measured)> = cases
+    // (row, index of its case, what it measured)
+    let mut measured: Vec<(Case, usize, Measured)> = cases
         .iter()
-        .map(|c| (c.clone(), Measured::default()))
+        .enumerate()
+        .flat_map(|(k, c)| {
+            row_names(c)
+                .into_iter()
+                .map(move |name| (Case { name, ..c.clone() }, k, Measured::default()))
+        })
         .collect();
     let mut failures: Vec<Failure> = Vec::new();
     for repeat in 1..=t.repeats {
@@ -447,24 +614,42 @@ pub fn run(
             PlacementKind::Same,
             PlacementKind::None,
         ] {
-            if !measured.iter().any(|(c, _)| c.placement == kind) {
+            if !cases.iter().any(|c| c.placement == kind) {
                 continue;
             }
             let placement = Placement::of(kind);
-            for (case, m) in measured.iter_mut().filter(|(c, _)| c.placement == kind) {
+            for (k, case) in cases
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.placement == kind)
+            {
                 if failures.iter().any(|f| f.case == *case) {
                     continue;
                 }
                 let result = run_once(case, &placement, t);
                 let shown = match &result {
-                    Ok(samples) => Ok(median(samples).unwrap_or(f64::NAN)),
+                    Ok(o) => Ok(Progress {
+                        medians: o
+                            .rows
+                            .iter()
+                            .map(|(n, v)| (n.clone(), median(v).unwrap_or(f64::NAN)))
+                            .collect(),
+                        note: o.note.clone(),
+                    }),
                     Err(e) => Err(e.to_string()),
                 };
                 progress(repeat, case, &shown);
                 match result {
-                    Ok(samples) => {
-                        m.repeat_medians.push(median(&samples).unwrap_or(f64::NAN));
-                        m.samples.extend(samples);
+                    Ok(o) => {
+                        for (name, samples) in o.rows {
+                            if let Some((_, _, m)) = measured
+                                .iter_mut()
+                                .find(|(r, src, _)| *src == k && r.name == name)
+                            {
+                                m.repeat_medians.push(median(&samples).unwrap_or(f64::NAN));
+                                m.samples.extend(samples);
+                            }
+                        }
                     }
                     Err(e) => failures.push(Failure {
                         case: case.clone(),
@@ -475,8 +660,12 @@ pub fn run(
             }
         }
     }
-    measured.retain(|(c, _)| !failures.iter().any(|f| f.case == *c));
-    (measured, failures)
+    let rows = measured
+        .into_iter()
+        .filter(|(_, k, _)| !failures.iter().any(|f| f.case == cases[*k]))
+        .map(|(row, _, m)| (row, m))
+        .collect();
+    (rows, failures)
 }
 
 #[cfg(test)]
@@ -517,6 +706,21 @@ mod tests {
         assert!(skipped
             .iter()
             .any(|(c, _)| c.name == "uds_stream" && c.payload == 0));
+        for p in [PlacementKind::Apart, PlacementKind::Same] {
+            assert!(has("ha_msg_send", 8, p));
+            assert!(!has("ha_msg_send", 0, p));
+        }
+        let recovery: Vec<&Case> = cases
+            .iter()
+            .filter(|c| c.kind == CaseKind::Recovery)
+            .collect();
+        assert_eq!(recovery.len(), 1);
+        assert_eq!(recovery[0].placement, PlacementKind::None);
+        assert_eq!(row_names(recovery[0]), RECOVERY_ROWS);
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(case_selected(recovery[0], &p(&["restart"])));
+        assert!(case_selected(recovery[0], &p(&["recovery*"])));
+        assert!(!case_selected(recovery[0], &p(&["msg_send"])));
         assert!(has("throughput_blocking_c4_r2", 8, PlacementKind::None));
         assert!(has("throughput_adaptive_c1_r1", 8, PlacementKind::None));
         assert_eq!(

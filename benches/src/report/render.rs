@@ -117,8 +117,9 @@ pub struct JsonExtras<'a> {
 
 /// The one JSON object of `--json`: `{"results":[{"name","payload","placement","median_ns",
 /// "p99_ns"},...], ...}` with the names, payload in bytes; throughput rows give ns per
-/// completed round trip. Besides the results: `skipped`, `failed`, `targets`, `svg`,
-/// `load_average`.
+/// completed round trip. A row compared with another (its floor; for `ha_msg_send`, the
+/// `msg_send_paired` runs interleaved with it) also has `"floor"`, `"floor_median_ns"` and
+/// `"ratio"`. Besides the results: `skipped`, `failed`, `targets`, `svg`, `load_average`.
 pub fn json(rows: &[Row], extras: &JsonExtras<'_>) -> String {
     let mut out = String::from("{\"results\":[");
     for (i, r) in rows.iter().enumerate() {
@@ -134,6 +135,17 @@ pub fn json(rows: &[Row], extras: &JsonExtras<'_>) -> String {
             json_num(r.median_ns),
             json_num(r.p99_ns)
         );
+        if let Some((floor, m)) = r.floor.filter(|f| f.1 > 0.0) {
+            // Drop the closing brace, add the reference, close again.
+            out.pop();
+            let _ = write!(
+                out,
+                ",\"floor\":{},\"floor_median_ns\":{},\"ratio\":{:.4}}}",
+                json_str(floor),
+                json_num(m),
+                r.median_ns / m
+            );
+        }
     }
     out.push_str("],\"skipped\":[");
     for (i, (name, payload, placement, why)) in extras.skipped.iter().enumerate() {
@@ -412,6 +424,10 @@ mod tests {
         assert!(j.ends_with('}'));
         assert_eq!(j.lines().count(), 1);
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        let mut ha = row("ha_msg_send", 8, PlacementKind::Apart, 105.0);
+        ha.floor = Some(("msg_send_paired", 100.0));
+        let j = json(&[ha], &JsonExtras::default());
+        assert!(j.contains("\"p99_ns\":210.0,\"floor\":\"msg_send_paired\",\"floor_median_ns\":100.0,\"ratio\":1.0500}]"), "{j}");
         assert_eq!(json_num(f64::NAN), "null");
     }
 
