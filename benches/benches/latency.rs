@@ -1,5 +1,6 @@
-//! Round-trip latency of kernel-sim's `msg_send` against the machine's floors and the peers a
-//! user would pick instead, with criterion. Run with `cargo bench -p benches`; the report binary
+//! Round-trip latency of kernel-sim's `msg_send` (and of `ha_msg_send`, the same on a coid
+//! ha-lib has HA-attached and recovered once) against the machine's floors and the peers a user
+//! would pick instead, with criterion. Run with `cargo bench -p benches`; the report binary
 //! (`latency-report`) runs the same ping-pong code for every case of issue 7 in one table.
 //!
 //! The same executable is also the servers: started with `QSIM_BENCH_ROLE` set, `main` runs that
@@ -7,6 +8,7 @@
 
 use benches::floor::os::PairKind;
 use benches::floor::Handoff;
+use benches::ha::HaPeer;
 use benches::iox::IceoryxPeer;
 use benches::peers::{kind_name, StreamPeer};
 use benches::process::{clean_up_on_termination_signal, remove_stale_files, Placement, Watchdog};
@@ -184,6 +186,14 @@ fn rtt_8b(c: &mut Criterion, group_name: &str, placement: &Placement) -> Rows {
                 kernel(ChannelWait::System, PAYLOAD, 1),
                 placement,
             ),
+        ),
+        // On a coid ha-lib has HA-attached and recovered once (setup, outside the timing). The
+        // report times it interleaved with msg_send; here it simply follows it.
+        run_case(
+            &mut g,
+            group_name,
+            Case::eight_bytes("ha_msg_send"),
+            HaPeer::start("ha", placement),
         ),
         run_case(
             &mut g,
