@@ -16,6 +16,13 @@
 //!   server failed while the request was outstanding, and whether it acted is unknown
 //!   (Pathsend's error 904).
 //!
+//! **Dialogs** ([`ServerClass::dialog`]) bind a conversation to one member, on a connection of
+//! its own. A member that dies holding a dialog's request gives [`ClassError::OutcomeUnknown`];
+//! one that dies between its sends (or with the request still queued) makes the send fail with
+//! [`ClassError::DialogAborted`] (Pathsend's 929). A dialog begun [`Replay::Replayable`] is
+//! instead replayed whole on a new member, each reply compared with the one the caller already
+//! had; a difference aborts it with [`ClassError::ReplayDiverged`] rather than hide it.
+//!
 //! **Limits**: too many concurrent sends to one class is transient, waited out briefly
 //! ([`ClassError::Busy`] if it lasts); a class with no members, an unknown class and too many
 //! open classes are configuration errors, returned at once.
@@ -72,6 +79,19 @@ pub enum ClassError {
     Busy,
     /// The member answered with this errno (the server's own error, passed through).
     Server(Errno),
+    /// The dialog's member died between sends (or with the request still queued), so the
+    /// dialog's context is gone; the dialog is over (Pathsend's error 929).
+    DialogAborted {
+        /// The member that died.
+        member: i32,
+    },
+    /// A replayable dialog was replayed on a new member, and the reply to exchange `exchange`
+    /// (from 0) differed from the one the caller had already been given: the dialog was
+    /// aborted rather than hide it.
+    ReplayDiverged {
+        /// The first exchange whose reply differed.
+        exchange: usize,
+    },
 }
 
 impl std::fmt::Display for ClassError {
@@ -86,6 +106,13 @@ impl std::fmt::Display for ClassError {
             ClassError::TooManyClasses => write!(f, "too many server classes open"),
             ClassError::Busy => write!(f, "too many concurrent sends to the server class"),
             ClassError::Server(e) => write!(f, "the server answered {e}"),
+            ClassError::DialogAborted { member } => {
+                write!(f, "dialog aborted: its server class member {member} died")
+            }
+            ClassError::ReplayDiverged { exchange } => write!(
+                f,
+                "dialog aborted: replayed on a new member, exchange {exchange} got another reply"
+            ),
         }
     }
 }
@@ -103,6 +130,8 @@ pub struct ClassCounters {
     pub repeated: u64,
     /// Requests that ended in [`ClassError::OutcomeUnknown`].
     pub outcome_unknown: u64,
+    /// Dialogs replayed whole on a new member.
+    pub replays: u64,
 }
 
 struct Member {
@@ -335,6 +364,200 @@ impl ServerClass {
                 Err(e) => return Err(ClassError::Server(e)),
             }
         }
+    }
+}
+
+/// Whether a dialog may be replayed on another member if its member dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Replay it whole on a new member (each earlier request sent again, in order, and each
+    /// reply compared with the one already returned), then go on.
+    Replayable,
+    /// A member's death ends the dialog.
+    Never,
+}
+
+/// One request and the reply the caller was given.
+struct Exchange {
+    req: Vec<u8>,
+    status: i32,
+    reply: Vec<u8>,
+}
+
+/// A context-sensitive conversation bound to one member of a class (Pathsend's dialogs:
+/// `SERVERCLASS_DIALOG_BEGIN_`, `_SEND_`, `_END_`, `_ABORT_`). Its requests travel on a
+/// connection of its own (`_NTO_COF_NOSHARE`), so the member can keep the dialog's context per
+/// connection and drop it at the connection's DISCONNECT.
+pub struct Dialog<'c> {
+    class: &'c ServerClass,
+    member: i32,
+    coid: Option<Coid>,
+    replay: Replay,
+    log: Vec<Exchange>,
+    aborted: Option<ClassError>,
+}
+
+impl ServerClass {
+    /// Begins a dialog with a live member (`SERVERCLASS_DIALOG_BEGIN_`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClassError::NoMembers`].
+    pub fn dialog(&self, replay: Replay) -> Result<Dialog<'_>, ClassError> {
+        let (member, coid) = self.dialog_connection()?;
+        Ok(Dialog {
+            class: self,
+            member,
+            coid: Some(coid),
+            replay,
+            log: Vec::new(),
+            aborted: None,
+        })
+    }
+
+    /// A connection of its own to the next live member: (member pid, coid).
+    fn dialog_connection(&self) -> Result<(i32, Coid), ClassError> {
+        for _ in 0..2 {
+            let picks: Vec<(i32, i32)> = {
+                let m = lock(&self.members);
+                let n = m.len();
+                (0..n)
+                    .map(|_| {
+                        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % n;
+                        (m[i].pid, m[i].chid)
+                    })
+                    .collect()
+            };
+            for (pid, chid) in picks {
+                if let Ok(c) = self.sys.connect_attach(
+                    0,
+                    Pid(pid),
+                    Chid(chid),
+                    SIDE_CHANNEL,
+                    kernel_sim::cof::NOSHARE,
+                ) {
+                    return Ok((pid, c));
+                }
+                self.drop_member(pid);
+            }
+            self.refresh();
+        }
+        Err(ClassError::NoMembers)
+    }
+}
+
+impl Dialog<'_> {
+    /// The member the dialog is bound to.
+    pub fn member(&self) -> i32 {
+        self.member
+    }
+
+    /// A dialog send (`SERVERCLASS_DIALOG_SEND_`): `req` to the dialog's member.
+    ///
+    /// # Errors
+    ///
+    /// - [`ClassError::OutcomeUnknown`]: the member died holding this request (not replayable).
+    /// - [`ClassError::DialogAborted`]: the member died before this request reached it (not
+    ///   replayable), or the dialog was aborted earlier (the same error again).
+    /// - [`ClassError::ReplayDiverged`]: a replay on a new member got another reply.
+    /// - [`ClassError::NoMembers`]: no member left to replay on; [`ClassError::Server`].
+    pub fn send(&mut self, req: &[u8], reply: &mut [u8]) -> Result<i32, ClassError> {
+        if let Some(e) = self.aborted {
+            return Err(e);
+        }
+        let sys = &self.class.sys;
+        for _ in 0..64 {
+            let Some(coid) = self.coid else {
+                return Err(ClassError::NoMembers);
+            };
+            match sys.msg_send(coid, req, reply) {
+                Ok(status) => {
+                    let n = (status.max(0) as usize).min(reply.len());
+                    self.log.push(Exchange {
+                        req: req.to_vec(),
+                        status,
+                        reply: reply[..n].to_vec(),
+                    });
+                    lock(&self.class.counters).answered += 1;
+                    return Ok(status);
+                }
+                Err(Errno::BADF) | Err(Errno::SRCH) => {
+                    let received = sys.last_send_outcome() == SendOutcome::ReceivedNoReply;
+                    let dead = self.member;
+                    let _ = sys.connect_detach(coid);
+                    self.coid = None;
+                    self.class.drop_member(dead);
+                    self.class.refresh();
+                    if self.replay == Replay::Never {
+                        let e = if received {
+                            lock(&self.class.counters).outcome_unknown += 1;
+                            ClassError::OutcomeUnknown { member: dead }
+                        } else {
+                            ClassError::DialogAborted { member: dead }
+                        };
+                        self.aborted = Some(ClassError::DialogAborted { member: dead });
+                        return Err(e);
+                    }
+                    if let Err(e) = self.replay_all() {
+                        self.aborted = Some(e);
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(ClassError::Server(e)),
+            }
+        }
+        Err(ClassError::NoMembers)
+    }
+
+    /// Replays the dialog's exchanges on a new member, comparing each reply.
+    fn replay_all(&mut self) -> Result<(), ClassError> {
+        let (member, coid) = self.class.dialog_connection()?;
+        self.member = member;
+        self.coid = Some(coid);
+        lock(&self.class.counters).replays += 1;
+        tracing::info!(class = self.class.name, member, exchanges = self.log.len(), "replaying a dialog");
+        let sys = &self.class.sys;
+        let mut buf = Vec::new();
+        for (i, x) in self.log.iter().enumerate() {
+            buf.clear();
+            buf.resize(x.reply.len().max(1), 0);
+            match sys.msg_send(coid, &x.req, &mut buf) {
+                Ok(status) => {
+                    let n = (status.max(0) as usize).min(buf.len());
+                    if status != x.status || buf[..n] != x.reply[..] {
+                        return Err(ClassError::ReplayDiverged { exchange: i });
+                    }
+                }
+                // The new member died too: the caller's loop replays again.
+                Err(Errno::BADF) | Err(Errno::SRCH) => return Ok(()),
+                Err(e) => return Err(ClassError::Server(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the dialog (`SERVERCLASS_DIALOG_END_`): the connection goes, and with it the
+    /// member's context.
+    pub fn end(mut self) {
+        self.close();
+    }
+
+    /// Aborts the dialog (`SERVERCLASS_DIALOG_ABORT_`); for the member, the same as an end:
+    /// its context goes with the connection.
+    pub fn abort(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(c) = self.coid.take() {
+            let _ = self.class.sys.connect_detach(c);
+        }
+    }
+}
+
+impl Drop for Dialog<'_> {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

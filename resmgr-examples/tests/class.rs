@@ -3,9 +3,10 @@
 //! outcome-unknown error only where its member had received it, and is otherwise sent to another
 //! member silently; the limits. Facts are checked in the members' journal.
 
-use ha_lib::class::{ClassError, Send, ServerClass};
+use ha_lib::class::{ClassError, Replay, Send, ServerClass};
 use kernel_sim::Limits;
 use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use resmgr_examples::examples::class_member;
 use resmgr_examples::journal::Journal;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -230,5 +231,102 @@ fn configuration_limits_are_not_retried_and_a_busy_class_is_waited_out() {
     assert_eq!(
         class.send(&req(3), &mut [0u8; 4], Send::Repeatable),
         Err(ClassError::NoMembers)
+    );
+}
+
+fn sum_of(reply: &[u8]) -> i64 {
+    i64::from_le_bytes(reply[..8].try_into().unwrap())
+}
+
+fn whoami() -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..2].copy_from_slice(&class_member::WHOAMI.to_le_bytes());
+    m
+}
+
+/// Kills the member with pid `pid` among `members` (and forgets it).
+fn kill_member(members: &mut Vec<Helper>, pid: i32) {
+    let i = members.iter().position(|m| m.pid == pid).unwrap();
+    members.remove(i).kill();
+}
+
+#[test]
+fn a_dialog_whose_member_dies_between_sends_is_aborted() {
+    let _w = Watchdog::new("dialog_929", 120);
+    let sc = Scene::new("class-929");
+    let mut members: Vec<Helper> = (0..2).map(|_| sc.member("dlg", 10)).collect();
+    let class = ServerClass::open(&sc.ts.sys, "dlg").unwrap();
+    let mut d = class.dialog(Replay::Never).unwrap();
+    let mut r = [0u8; 8];
+    d.send(&class_member::dialog_add(1, 5), &mut r).unwrap();
+    assert_eq!(sum_of(&r), 5);
+    d.send(&class_member::dialog_add(2, 7), &mut r).unwrap();
+    assert_eq!(sum_of(&r), 12, "the context lives in the member");
+    let m = d.member();
+    kill_member(&mut members, m);
+    assert_eq!(
+        d.send(&class_member::dialog_add(3, 1), &mut r),
+        Err(ClassError::DialogAborted { member: m })
+    );
+    assert_eq!(
+        d.send(&class_member::dialog_add(4, 1), &mut r),
+        Err(ClassError::DialogAborted { member: m })
+    );
+    d.abort();
+    // A new dialog starts afresh on the member that lives.
+    let mut d2 = class.dialog(Replay::Never).unwrap();
+    d2.send(&class_member::dialog_add(5, 2), &mut r).unwrap();
+    assert_eq!(sum_of(&r), 2);
+    d2.end();
+}
+
+#[test]
+fn a_dialog_whose_member_dies_during_a_send_gets_outcome_unknown() {
+    let _w = Watchdog::new("dialog_904", 120);
+    let sc = Scene::new("class-d904");
+    let mut slow = sc.member("dslow", 60_000_000);
+    let class = ServerClass::open(&sc.ts.sys, "dslow").unwrap();
+    let mut d = class.dialog(Replay::Never).unwrap();
+    let m = d.member();
+    std::thread::scope(|s| {
+        let t = s.spawn(move || d.send(&req(9), &mut [0u8; 4]));
+        sc.wait_for("request 9 received", |r| {
+            r.iter().any(|(op, _, id)| op == "received" && *id == 9)
+        });
+        slow.kill();
+        assert_eq!(
+            t.join().unwrap(),
+            Err(ClassError::OutcomeUnknown { member: m })
+        );
+    });
+}
+
+#[test]
+fn a_replayable_dialog_is_replayed_on_a_new_member_and_a_different_reply_aborts_it() {
+    let _w = Watchdog::new("dialog_replay", 120);
+    let sc = Scene::new("class-replay");
+    let mut members: Vec<Helper> = (0..2).map(|_| sc.member("rep", 10)).collect();
+    let class = ServerClass::open(&sc.ts.sys, "rep").unwrap();
+    let mut d = class.dialog(Replay::Replayable).unwrap();
+    let mut r = [0u8; 8];
+    d.send(&class_member::dialog_add(1, 5), &mut r).unwrap();
+    d.send(&class_member::dialog_add(2, 7), &mut r).unwrap();
+    let first = d.member();
+    kill_member(&mut members, first);
+    // Replayed on the other member (5, then 12, as before), then the new request.
+    d.send(&class_member::dialog_add(3, 3), &mut r).unwrap();
+    assert_eq!(sum_of(&r), 15);
+    assert_ne!(d.member(), first);
+    assert_eq!(class.counters().replays, 1);
+    d.end();
+    // A dialog whose replies depend on the member cannot be replayed faithfully.
+    members.push(sc.member("rep", 10));
+    let mut d = class.dialog(Replay::Replayable).unwrap();
+    d.send(&whoami(), &mut r).unwrap();
+    let m = d.member();
+    kill_member(&mut members, m);
+    assert_eq!(
+        d.send(&class_member::dialog_add(4, 1), &mut r),
+        Err(ClassError::ReplayDiverged { exchange: 0 })
     );
 }

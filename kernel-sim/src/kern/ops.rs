@@ -1222,7 +1222,16 @@ impl<'a> Kernel<'a> {
                         .compare_exchange(w, busy, Ordering::AcqRel, R)
                         .is_ok()
                     {
-                        self.complete_with_error(ts, g2, err);
+                        if proto::state_of(w) == st::RECV_COPY {
+                            // Handed to a receiver that never finished taking it (it died in
+                            // its receive): no server code ever saw the request.
+                            ts.result_kind.store(result_kind::ERR_NOT_RECEIVED, X);
+                            ts.result.store(err.raw() as u32, X);
+                            ts.reply_len.store(0, X);
+                            complete(ts, g2);
+                        } else {
+                            self.complete_with_error(ts, g2, err);
+                        }
                         return;
                     }
                 }

@@ -9,6 +9,21 @@ use crate::journal::Journal;
 use kernel_sim::{iomsg, pulse_code, Errno, Received, Scoid, System};
 use std::time::{Duration, Instant};
 
+/// A dialog request: `{u16 type, u16 0, u32 id, i64 amount}`; the member adds `amount` to the
+/// dialog's running sum (its context, kept per connection) and replies the new sum (an `i64`).
+pub const DIALOG_ADD: u16 = 0x201;
+/// A request whose reply is the member's pid (what a replay on another member cannot repeat).
+pub const WHOAMI: u16 = 0x202;
+
+/// A [`DIALOG_ADD`] request.
+pub fn dialog_add(id: u32, amount: i64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..2].copy_from_slice(&DIALOG_ADD.to_le_bytes());
+    m[4..8].copy_from_slice(&id.to_le_bytes());
+    m[8..].copy_from_slice(&amount.to_le_bytes());
+    m
+}
+
 /// The request id of a class request: the `u32` at bytes 4..8 (as the echo client's).
 pub fn request_id(msg: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(msg.get(4..8)?.try_into().ok()?))
@@ -38,9 +53,12 @@ pub fn serve(
         None => Ok(()),
     };
     let mut buf = vec![0u8; 4096];
+    // Dialog contexts: the running sum of each dialog connection (scoid).
+    let mut sums: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     loop {
         match sys.msg_receive(chid, &mut buf)? {
             Received::Pulse(p) if p.code == pulse_code::DISCONNECT => {
+                sums.remove(&p.scoid);
                 let _ = sys.scoid_detach(Scoid(p.scoid));
             }
             Received::Pulse(_) => {}
@@ -53,6 +71,38 @@ pub fn serve(
                     let _ = sys.msg_error(rcvid, Errno::BADMSG);
                     continue;
                 };
+                match iomsg::msg_type(msg) {
+                    Some(WHOAMI) => {
+                        let _ = sys.msg_reply(rcvid, 4, &pid.to_le_bytes());
+                        continue;
+                    }
+                    Some(DIALOG_ADD) => {
+                        let Some(amount) = msg
+                            .get(8..16)
+                            .and_then(|b| b.try_into().ok())
+                            .map(i64::from_le_bytes)
+                        else {
+                            let _ = sys.msg_error(rcvid, Errno::BADMSG);
+                            continue;
+                        };
+                        let sum = sums.entry(info.scoid).or_default();
+                        *sum = sum.wrapping_add(amount);
+                        let sum = *sum;
+                        let recorded = match journal {
+                            Some(j) => j.record(
+                                "dialog",
+                                &[("member", &pid), ("id", &id), ("sum", &sum)],
+                            ),
+                            None => Ok(()),
+                        };
+                        let _ = match recorded {
+                            Ok(()) => sys.msg_reply(rcvid, 8, &sum.to_le_bytes()),
+                            Err(_) => sys.msg_error(rcvid, Errno::IO),
+                        };
+                        continue;
+                    }
+                    _ => {}
+                }
                 if note("received", id).is_err() {
                     let _ = sys.msg_error(rcvid, Errno::IO);
                     continue;
