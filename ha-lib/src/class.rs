@@ -56,6 +56,10 @@ pub enum Send {
     /// It must not be executed twice: if its member dies after receiving it, the caller gets
     /// [`ClassError::OutcomeUnknown`].
     NotRepeatable,
+    /// It carries this transaction id, which the members deduplicate through a shared
+    /// [`crate::tx::TxStore`]: reissuing it is safe, so it is sent again like a repeatable one,
+    /// and its effect happens once.
+    Transaction(u64),
 }
 
 /// What a class send can fail with.
@@ -343,7 +347,7 @@ impl ServerClass {
                     let received = self.sys.last_send_outcome() == SendOutcome::ReceivedNoReply;
                     self.drop_member(member);
                     self.refresh();
-                    if received && kind == Send::NotRepeatable {
+                    if received && matches!(kind, Send::NotRepeatable) {
                         lock(&self.counters).outcome_unknown += 1;
                         tracing::warn!(class = self.name, member, "member died holding a request");
                         return Err(ClassError::OutcomeUnknown { member });

@@ -44,13 +44,15 @@
 //! Module map: [`ha`] (the table, the hook, attach/detach/control), [`policy`] (retries and
 //! send states), `helpers` (the covers and the reconnect helpers, as methods of [`Ha`]),
 //! [`class`] (Pathsend-style server classes: sends spread over members, and the outcome-unknown
-//! error when a member dies holding a request that must not be repeated).
+//! error when a member dies holding a request that must not be repeated; dialogs), [`tx`] (the
+//! transaction store that makes a reissued request exactly-once for the server's effects).
 #![forbid(unsafe_code)]
 
 pub mod class;
 pub mod ha;
 mod helpers;
 pub mod policy;
+pub mod tx;
 
 pub use ha::{Counters, Ha, HaCtrl, Limit, DEFAULT_RECOVERIES_PER_SEND, REPLACE_RECOVERY_FN};
 pub use kernel_sim::{Coid, Errno};

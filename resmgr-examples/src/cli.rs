@@ -1034,6 +1034,9 @@ pub struct ClassMemberArgs {
     /// Microseconds of CPU work per request.
     #[arg(long, default_value_t = 100)]
     pub work_us: u64,
+    /// The transaction store (a directory the class's members share) for TX_ADD requests.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
 }
 
 /// Runs a class member.
@@ -1045,11 +1048,21 @@ pub fn class_member(args: &ClassMemberArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail(who, e),
     };
+    let store = match args
+        .store
+        .as_ref()
+        .map(ha_lib::tx::TxStore::open)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => return fail(who, format!("store: {e}")),
+    };
     let res = crate::examples::class_member::serve(
         &sys,
         &args.class,
         Duration::from_micros(args.work_us),
         journal.as_ref(),
+        store.as_ref(),
         || {
             println!(
                 "class-member: pid {} serves /class/{} on system {}",

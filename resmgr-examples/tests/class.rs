@@ -330,3 +330,74 @@ fn a_replayable_dialog_is_replayed_on_a_new_member_and_a_different_reply_aborts_
         Err(ClassError::ReplayDiverged { exchange: 0 })
     );
 }
+
+#[test]
+fn transactions_take_effect_exactly_once_while_members_are_killed() {
+    let _w = Watchdog::new("class_tx", 120);
+    let sc = Scene::new("class-tx");
+    let store =
+        std::env::temp_dir().join(format!("qsimtest-class-tx-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(store.clone());
+    let member = || {
+        let h = Helper::spawn_cmd(
+            Command::new(QSIM)
+                .args([
+                    "run",
+                    "class-member",
+                    "--system",
+                    &sc.ts.name,
+                    "--exit-on-eof",
+                ])
+                .args(["--class", "bank", "--work-us", "400", "--journal"])
+                .arg(&sc.journal)
+                .arg("--store")
+                .arg(&store),
+        );
+        assert!(h.line("a member's ready line").contains(" serves "));
+        h
+    };
+    let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
+    let class = ServerClass::open(&sc.ts.sys, "bank").unwrap();
+    let total = 600u32;
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            for id in 0..total {
+                let mut r = [0u8; 8];
+                let txid = u64::from(id) + 1;
+                class
+                    .send(
+                        &class_member::tx_add(id, txid, i64::from(id)),
+                        &mut r,
+                        Send::Transaction(txid),
+                    )
+                    .unwrap_or_else(|e| panic!("transaction {txid}: {e}"));
+            }
+        });
+        for k in 1..=6u32 {
+            sc.wait_for("progress", |r| {
+                r.iter().filter(|(op, _, _)| op == "tx").count() as u32 >= k * 80
+            });
+            members.remove(0).kill();
+            members.push(member());
+        }
+        sender.join().unwrap();
+    });
+    // In the shared store: every transaction applied, each exactly once.
+    let (state, ids) = ha_lib::tx::TxStore::open(&store)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    assert_eq!(ids.len() as u32, total);
+    let want: i64 = (0..i64::from(total)).sum();
+    assert_eq!(state["acct"], want);
+    let c = class.counters();
+    eprintln!("class counters: {c:?}");
+    assert_eq!(c.answered, u64::from(total));
+}

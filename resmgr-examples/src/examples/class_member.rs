@@ -15,6 +15,21 @@ pub const DIALOG_ADD: u16 = 0x201;
 /// A request whose reply is the member's pid (what a replay on another member cannot repeat).
 pub const WHOAMI: u16 = 0x202;
 
+/// A transaction: `{u16 type, u16 0, u32 id, u64 txid, i64 amount}`; the member adds `amount`
+/// to the account `acct` of the shared transaction store, once per `txid` across all members,
+/// and replies the balance (the recorded one if `txid` was applied before).
+pub const TX_ADD: u16 = 0x203;
+
+/// A [`TX_ADD`] request.
+pub fn tx_add(id: u32, txid: u64, amount: i64) -> [u8; 24] {
+    let mut m = [0u8; 24];
+    m[..2].copy_from_slice(&TX_ADD.to_le_bytes());
+    m[4..8].copy_from_slice(&id.to_le_bytes());
+    m[8..16].copy_from_slice(&txid.to_le_bytes());
+    m[16..].copy_from_slice(&amount.to_le_bytes());
+    m
+}
+
 /// A [`DIALOG_ADD`] request.
 pub fn dialog_add(id: u32, amount: i64) -> [u8; 16] {
     let mut m = [0u8; 16];
@@ -40,6 +55,7 @@ pub fn serve(
     class: &str,
     work: Duration,
     journal: Option<&Journal>,
+    store: Option<&ha_lib::tx::TxStore>,
     ready: impl FnOnce(),
 ) -> Result<(), Errno> {
     let chid = sys.channel_create(kernel_sim::chf::DISCONNECT)?;
@@ -76,6 +92,56 @@ pub fn serve(
                         let _ = sys.msg_reply(rcvid, 4, &pid.to_le_bytes());
                         continue;
                     }
+                    Some(TX_ADD) => {
+                        let field =
+                            |at: usize| -> Option<[u8; 8]> { msg.get(at..at + 8)?.try_into().ok() };
+                        let (Some(store), Some(txid), Some(amount)) = (
+                            store,
+                            field(8).map(u64::from_le_bytes),
+                            field(16).map(i64::from_le_bytes),
+                        ) else {
+                            let _ = sys.msg_error(rcvid, Errno::BADMSG);
+                            continue;
+                        };
+                        if note("received", id).is_err() {
+                            let _ = sys.msg_error(rcvid, Errno::IO);
+                            continue;
+                        }
+                        // Work on both sides of the atomic step, so a kill can land before it
+                        // (the transaction is aborted: nothing recorded) or after it (recorded,
+                        // not answered: a reissue is answered from the record).
+                        let spin = |d: Duration| {
+                            let t = Instant::now();
+                            while t.elapsed() < d {
+                                std::hint::spin_loop();
+                            }
+                        };
+                        spin(work / 2);
+                        let out = store.apply(txid, |st| {
+                            let v = st.entry("acct".into()).or_default();
+                            *v += amount;
+                            v.to_le_bytes().to_vec()
+                        });
+                        let Ok(out) = out else {
+                            let _ = sys.msg_error(rcvid, Errno::IO);
+                            continue;
+                        };
+                        let fresh = matches!(out, ha_lib::tx::Outcome::Applied(_));
+                        if let Some(j) = journal {
+                            let _ = j.record(
+                                "tx",
+                                &[
+                                    ("member", &pid),
+                                    ("id", &id),
+                                    ("txid", &txid),
+                                    ("applied", &u8::from(fresh)),
+                                ],
+                            );
+                        }
+                        spin(work / 2);
+                        let _ = sys.msg_reply(rcvid, 8, out.reply());
+                        continue;
+                    }
                     Some(DIALOG_ADD) => {
                         let Some(amount) = msg
                             .get(8..16)
@@ -89,10 +155,9 @@ pub fn serve(
                         *sum = sum.wrapping_add(amount);
                         let sum = *sum;
                         let recorded = match journal {
-                            Some(j) => j.record(
-                                "dialog",
-                                &[("member", &pid), ("id", &id), ("sum", &sum)],
-                            ),
+                            Some(j) => {
+                                j.record("dialog", &[("member", &pid), ("id", &id), ("sum", &sum)])
+                            }
                             None => Ok(()),
                         };
                         let _ = match recorded {
