@@ -1077,3 +1077,33 @@ pub fn class_member(args: &ClassMemberArgs) -> ExitCode {
         Err(e) => fail(who, e),
     }
 }
+
+/// A process pair: a primary that checkpoints to a backup before each reply; the backup takes
+/// over when the primary dies (and starts a new backup).
+#[derive(Args, Debug, Clone)]
+pub struct PairArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The pair's name (the primary's /dev/name/local/NAME).
+    #[arg(long, default_value = "pair")]
+    pub name: String,
+    /// Run as the backup (what the primary starts).
+    #[arg(long)]
+    pub backup: bool,
+}
+
+/// Runs a process pair's primary (or, with --backup, its backup).
+pub fn pair(args: &PairArgs) -> ExitCode {
+    let who = "pair";
+    let sys = or_exit!(open_system(who, &args.system));
+    let say = |line: &str| println!("{line}");
+    let res = if args.backup {
+        crate::examples::pair::backup(&sys, &args.name, &say)
+    } else {
+        crate::examples::pair::primary(&sys, &args.name, Default::default(), None, &say)
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(who, e),
+    }
+}

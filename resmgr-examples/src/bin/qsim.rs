@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
-use resmgr_examples::cli::{class_member, send, ClassMemberArgs, SendArgs};
+use resmgr_examples::cli::{class_member, pair, send, ClassMemberArgs, PairArgs, SendArgs};
 use resmgr_examples::cli::{
     counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
     file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
@@ -134,6 +134,8 @@ enum Example {
     HaClient(HaClientArgs),
     /// A member of a server class (ha-lib's Pathsend-style classes).
     ClassMember(ClassMemberArgs),
+    /// A process pair: primary and backup, checkpointing before each reply.
+    Pair(PairArgs),
 }
 
 fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
@@ -313,6 +315,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::Heartbeat(a)) => heartbeat(&a),
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
         Cmd::Run(Example::ClassMember(a)) => class_member(&a),
+        Cmd::Run(Example::Pair(a)) => pair(&a),
         Cmd::Send(a) => send(&a),
         Cmd::Bench { args } => bench(&args),
         Cmd::Ham(a) => ham(&a),

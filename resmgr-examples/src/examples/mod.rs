@@ -10,3 +10,4 @@ pub mod devices;
 pub mod files;
 pub mod ha_echo;
 pub mod ha_reader;
+pub mod pair;
