@@ -519,7 +519,12 @@ impl Dialog<'_> {
         self.member = member;
         self.coid = Some(coid);
         lock(&self.class.counters).replays += 1;
-        tracing::info!(class = self.class.name, member, exchanges = self.log.len(), "replaying a dialog");
+        tracing::info!(
+            class = self.class.name,
+            member,
+            exchanges = self.log.len(),
+            "replaying a dialog"
+        );
         let sys = &self.class.sys;
         let mut buf = Vec::new();
         for (i, x) in self.log.iter().enumerate() {

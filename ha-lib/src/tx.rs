@@ -96,9 +96,7 @@ impl TxStore {
     }
 
     fn write(&self, l: &Ledger) -> io::Result<()> {
-        let tmp = self
-            .dir
-            .join(format!("ledger.{}.tmp", std::process::id()));
+        let tmp = self.dir.join(format!("ledger.{}.tmp", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec(l).map_err(io::Error::other)?)?;
         std::fs::rename(&tmp, self.ledger_path())
     }
@@ -111,7 +109,11 @@ impl TxStore {
     /// # Errors
     ///
     /// The I/O error of the lock, the read or the write (the transaction is then not applied).
-    pub fn apply(&self, txid: u64, effect: impl FnOnce(&mut State) -> Vec<u8>) -> io::Result<Outcome> {
+    pub fn apply(
+        &self,
+        txid: u64,
+        effect: impl FnOnce(&mut State) -> Vec<u8>,
+    ) -> io::Result<Outcome> {
         self.lock.lock()?;
         let r = (|| {
             let mut l = self.read()?;
@@ -198,10 +200,19 @@ mod tests {
                 v.to_le_bytes().to_vec()
             }
         };
-        assert_eq!(s.apply(1, add(5)).unwrap(), Outcome::Applied(5i64.to_le_bytes().to_vec()));
-        assert_eq!(s.apply(2, add(7)).unwrap(), Outcome::Applied(12i64.to_le_bytes().to_vec()));
+        assert_eq!(
+            s.apply(1, add(5)).unwrap(),
+            Outcome::Applied(5i64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            s.apply(2, add(7)).unwrap(),
+            Outcome::Applied(12i64.to_le_bytes().to_vec())
+        );
         // A reissue of 1: answered from the record, not applied again.
-        assert_eq!(s.apply(1, add(5)).unwrap(), Outcome::Recorded(5i64.to_le_bytes().to_vec()));
+        assert_eq!(
+            s.apply(1, add(5)).unwrap(),
+            Outcome::Recorded(5i64.to_le_bytes().to_vec())
+        );
         assert_eq!(s.snapshot().unwrap().0["acct"], 12);
         assert!(s.abort(2).unwrap());
         assert!(!s.abort(2).unwrap());
