@@ -985,22 +985,36 @@ impl System {
         riov: &mut [&mut [u8]],
         t: Timeouts,
     ) -> Result<i32> {
+        let deadline = match (t.send, t.reply) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.interposed(coid, crate::interpose::SendKind::Message, deadline, || {
+            self.send_direct(coid, siov, riov, t)
+        })
+    }
+
+    /// Runs `send`; if it fails and a send hook is installed, hands the failure to the hook
+    /// with `send` as the way to send the same request again ([`crate::interpose`]).
+    fn interposed<F: FnMut() -> Result<i32>>(
+        &self,
+        coid: Coid,
+        kind: crate::interpose::SendKind,
+        deadline: Option<std::time::Instant>,
+        mut send: F,
+    ) -> Result<i32> {
         let ip = &self.inner.interposer;
         let epoch = ip.epoch.load(crate::sync::atomic::Ordering::Relaxed);
-        match self.send_direct(coid, siov, riov, t) {
+        match send() {
             Err(error) => match ip.hook.get() {
                 Some(hook) => {
-                    let mut again = || self.send_direct(coid, siov, riov, t);
                     let mut failed = crate::interpose::FailedSend {
                         coid,
                         error,
-                        kind: crate::interpose::SendKind::Message,
+                        kind,
                         epoch,
-                        deadline: match (t.send, t.reply) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        },
-                        resend: &mut again,
+                        deadline,
+                        resend: &mut send,
                     };
                     hook.send_failed(self, &mut failed)
                 }
@@ -1298,30 +1312,13 @@ impl System {
     #[doc(alias = "MsgSendPulse")]
     pub fn msg_send_pulse(&self, coid: Coid, priority: i32, code: i8, value: i32) -> Result<()> {
         disarm();
-        let ip = &self.inner.interposer;
-        let epoch = ip.epoch.load(crate::sync::atomic::Ordering::Relaxed);
-        let direct = || {
+        self.interposed(coid, crate::interpose::SendKind::Pulse, None, || {
             let slot = self.slot()?;
-            self.k().msg_send_pulse(slot, coid.0, priority, code, value)
-        };
-        match direct() {
-            Err(error) => match ip.hook.get() {
-                Some(hook) => {
-                    let mut again = || direct().map(|()| 0);
-                    let mut failed = crate::interpose::FailedSend {
-                        coid,
-                        error,
-                        kind: crate::interpose::SendKind::Pulse,
-                        epoch,
-                        deadline: None,
-                        resend: &mut again,
-                    };
-                    hook.send_failed(self, &mut failed).map(|_| ())
-                }
-                None => Err(error),
-            },
-            ok => ok,
-        }
+            self.k()
+                .msg_send_pulse(slot, coid.0, priority, code, value)
+                .map(|()| 0)
+        })
+        .map(|_| ())
     }
 
     /// Bounds the send queue of the caller's channel `chid`: once `limit` messages and pulses

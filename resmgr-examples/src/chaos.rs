@@ -189,19 +189,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(u32, u32)) -> Result<Report,
     let cfg = dir.join("ham.toml");
     std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
     let ham_journal = dir.join("ham.journal");
-    let (cfg_s, hj) = (cfg.display().to_string(), ham_journal.display().to_string());
+    let ham_args = crate::ham::owned_manager_args(&name, &cfg, &ham_journal);
     let mut ham = spawn(
-        &[
-            "ham",
-            "--system",
-            &name,
-            "--config",
-            &cfg_s,
-            "--journal",
-            &hj,
-            "--stop-on-eof",
-            "--tether",
-        ],
+        &ham_args.iter().map(String::as_str).collect::<Vec<_>>(),
         true,
     )?;
     for s in 0..servers {

@@ -160,20 +160,9 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     let cfg_path = dir.join("ham.toml");
     std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel::<(String, String)>();
-    let cfg_s = cfg_path.display().to_string();
-    let hj = ham_journal.display().to_string();
+    let ham_args = crate::ham::owned_manager_args(&name, &cfg_path, &ham_journal);
     let mut ham = spawn(
-        &[
-            "ham",
-            "--system",
-            &name,
-            "--config",
-            &cfg_s,
-            "--journal",
-            &hj,
-            "--stop-on-eof",
-            "--tether",
-        ],
+        &ham_args.iter().map(String::as_str).collect::<Vec<_>>(),
         "ham",
         &tx,
     )?;

@@ -22,3 +22,26 @@ pub mod proto;
 
 pub use config::{Condition, Config};
 pub use manager::{run, run_standby, Options};
+
+/// The `qsim` arguments that run a manager owned by the calling program (`qsim demo`, `qsim
+/// chaos`): on configuration file `config`, journaling to `journal`, stopping and killing its
+/// entities when its stdin closes (give it a pipe), its entities tethered to it.
+pub fn owned_manager_args(
+    system: &str,
+    config: &std::path::Path,
+    journal: &std::path::Path,
+) -> Vec<String> {
+    [
+        "ham",
+        "--system",
+        system,
+        "--config",
+        &config.display().to_string(),
+        "--journal",
+        &journal.display().to_string(),
+        "--stop-on-eof",
+        "--tether",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
