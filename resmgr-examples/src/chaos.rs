@@ -4,6 +4,7 @@
 //! clients' own journals) and from the kernel's introspection view, never from what a process
 //! believes at the end.
 
+use crate::demo::Cleanup;
 use crate::journal::Journal;
 use kernel_sim::process::ProcessWatch;
 use kernel_sim::{SystemBuilder, NAME_PREFIX};
@@ -115,19 +116,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Cleanup {
-    system: String,
-    dir: Option<PathBuf>,
-}
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = kernel_sim::remove_system(&self.system);
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
     }
 }
 

@@ -72,10 +72,10 @@ impl Drop for Guard {
     }
 }
 
-/// Removes the system (and a temporary directory) on drop.
-struct Cleanup {
-    system: String,
-    dir: Option<PathBuf>,
+/// Removes the system (and a temporary directory) on drop (also `qsim chaos`'s).
+pub(crate) struct Cleanup {
+    pub(crate) system: String,
+    pub(crate) dir: Option<PathBuf>,
 }
 impl Drop for Cleanup {
     fn drop(&mut self) {

@@ -28,7 +28,8 @@
 //!   reply (see [`crate::journal`]).
 //! - **Pulses and timers**: DISCONNECT and UNBLOCK are handled here; every other pulse, and
 //!   those of timers made with [`Dispatch::timer`], go to [`ResourceManager::pulse`]. A pulse
-//!   with code [`STOP_CODE`] stops the loop ([`Dispatch::stop`] sends it).
+//!   with code [`STOP_CODE`] through the server's own connection stops the loop
+//!   ([`Dispatch::stop`] sends it); a client's pulse with that code is ignored.
 //! - **A pool of receiving threads**: `run(n)` receives on `n` threads. Handlers take `&self`;
 //!   each OCB is locked while a handler uses it, as `iofunc_lock_ocb` does.
 
@@ -387,6 +388,8 @@ pub struct Dispatch<'s, R: ResourceManager> {
     rm: R,
     chid: Chid,
     self_coid: Coid,
+    /// The scoid the server sees on pulses sent through `self_coid`.
+    self_scoid: i32,
     mounts: Vec<(PathId, String)>,
     names: Vec<NameAttach>,
     journal: Option<Journal>,
@@ -408,8 +411,13 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
     /// The errno of `channel_create` or `connect_attach` (`EAGAIN`, `EMFILE`).
     pub fn new(sys: &'s System, rm: R) -> Result<Self, Errno> {
         let chid = sys.channel_create(chf::DISCONNECT | chf::UNBLOCK)?;
-        let self_coid = match sys.connect_attach(0, sys.pid(), chid, SIDE_CHANNEL, 0) {
-            Ok(c) => c,
+        // NOSHARE: a server connection of its own, so its scoid is not one this process's
+        // other connections to the channel (a client in the same process) share.
+        let own = sys
+            .connect_attach(0, sys.pid(), chid, SIDE_CHANNEL, kernel_sim::cof::NOSHARE)
+            .and_then(|c| Ok((c, sys.connect_server_info(Pid(0), c)?.scoid)));
+        let (self_coid, self_scoid) = match own {
+            Ok(x) => x,
             Err(e) => {
                 let _ = sys.channel_destroy(chid);
                 return Err(e);
@@ -420,6 +428,7 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
             rm,
             chid,
             self_coid,
+            self_scoid,
             mounts: Vec::new(),
             names: Vec::new(),
             journal: None,
@@ -477,6 +486,17 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
     /// send it pulses (for [`ResourceManager::pulse`]) through it.
     pub fn self_coid(&self) -> Coid {
         self.self_coid
+    }
+
+    /// Whether pulse `p` came through [`Dispatch::self_coid`] (this server's own threads and
+    /// timers), not from a client: what a pulse code that controls the server must check.
+    pub fn is_own(&self, p: &Pulse) -> bool {
+        p.scoid == self.self_scoid
+    }
+
+    /// The scoid of [`Dispatch::self_coid`] as its pulses carry it (see [`Dispatch::is_own`]).
+    pub fn self_scoid(&self) -> i32 {
+        self.self_scoid
     }
 
     /// The resource manager.
@@ -549,7 +569,9 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
                 Err(Errno::INTR) | Err(Errno::TIMEDOUT) => continue,
                 Err(e) => return Err(e),
                 Ok(Received::Pulse(p)) => {
-                    if p.code == STOP_CODE {
+                    // Only this server's own connection may stop it: a client's pulse with the
+                    // same code is not obeyed.
+                    if p.code == STOP_CODE && self.is_own(&p) {
                         self.stopping.store(true, Ordering::Release);
                         // Wake the next thread of the pool; it passes the pulse on.
                         let _ = self.sys.msg_send_pulse(self.self_coid, -1, STOP_CODE, 0);
@@ -608,6 +630,7 @@ impl<'s, R: ResourceManager> Dispatch<'s, R> {
             }
             // Handlers reply before they return, so there is never a request to unblock.
             pulse_code::UNBLOCK => {}
+            STOP_CODE => tracing::debug!(scoid = p.scoid, "a client's stop pulse ignored"),
             _ => self.rm.pulse(self.sys, p),
         }
     }

@@ -39,6 +39,12 @@ impl Scene {
 
     /// A member of class `class` doing `work_us` per request.
     fn member(&self, class: &str, work_us: u64) -> Helper {
+        self.member_with(class, work_us, &[])
+    }
+
+    /// [`Scene::member`] with more arguments (such as `--store DIR`).
+    fn member_with(&self, class: &str, work_us: u64, extra: &[&std::ffi::OsStr]) -> Helper {
+        let work = work_us.to_string();
         let h = Helper::spawn_cmd(
             Command::new(QSIM)
                 .args([
@@ -48,14 +54,9 @@ impl Scene {
                     &self.ts.name,
                     "--exit-on-eof",
                 ])
-                .args([
-                    "--class",
-                    class,
-                    "--work-us",
-                    &work_us.to_string(),
-                    "--journal",
-                ])
-                .arg(&self.journal),
+                .args(["--class", class, "--work-us", &work, "--journal"])
+                .arg(&self.journal)
+                .args(extra),
         );
         assert!(h.line("a member's ready line").contains(" serves "));
         h
@@ -345,24 +346,7 @@ fn transactions_take_effect_exactly_once_while_members_are_killed() {
         }
     }
     let _rm = Rm(store.clone());
-    let member = || {
-        let h = Helper::spawn_cmd(
-            Command::new(QSIM)
-                .args([
-                    "run",
-                    "class-member",
-                    "--system",
-                    &sc.ts.name,
-                    "--exit-on-eof",
-                ])
-                .args(["--class", "bank", "--work-us", "400", "--journal"])
-                .arg(&sc.journal)
-                .arg("--store")
-                .arg(&store),
-        );
-        assert!(h.line("a member's ready line").contains(" serves "));
-        h
-    };
+    let member = || sc.member_with("bank", 400, &["--store".as_ref(), store.as_os_str()]);
     let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
     let class = ServerClass::open(&sc.ts.sys, "bank").unwrap();
     let total = 600u32;

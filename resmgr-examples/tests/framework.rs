@@ -68,6 +68,12 @@ fn timers_and_client_pulses_reach_the_handler_and_stop_ends_the_pool() {
         let fd = sys.open("/tick", libc::O_RDONLY).unwrap();
         sys.msg_send_pulse(fd, -1, 9, 7).unwrap();
         d.resource().wait_for(|v| v.contains(&(9, 7)));
+        // A client's pulse with the stop code is not obeyed: only the server's own connection
+        // stops it. (The timer pulse after it shows the pool still serves.)
+        sys.msg_send_pulse(fd, -1, resmgr_examples::resmgr::STOP_CODE, 0)
+            .unwrap();
+        sys.msg_send_pulse(fd, -1, 9, 8).unwrap();
+        d.resource().wait_for(|v| v.contains(&(9, 8)));
         sys.close(fd).unwrap();
         d.stop().unwrap();
         pool.join().unwrap().unwrap()

@@ -360,6 +360,13 @@ fn a_client_registered_for_notification_gets_its_pulse_on_the_death() {
         client::notify(sys, "ham", "nobody", Condition::Death, chid, 7, 42),
         Err(Errno::NOENT)
     );
+    // A client cannot fake the manager's own pulses (a stop, a death): they are ignored.
+    let c = sys.name_open("ham").unwrap();
+    for code in 1..=5 {
+        sys.msg_send_pulse(c, -1, code, 0).unwrap();
+    }
+    sys.name_close(c).unwrap();
+    assert!(client::status(sys, "ham").unwrap()[0].alive);
     kill(sc.pid_of("start", "echo", 1));
     let mut buf = [0u8; 32];
     loop {

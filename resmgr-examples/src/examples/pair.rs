@@ -234,6 +234,11 @@ pub fn backup(sys: &System, name: &str, say: &dyn Fn(&str)) -> Result<(), Errno>
                     let _ = sys.msg_error(rcvid, Errno::NOSYS);
                     continue;
                 }
+                // Only the primary checkpoints: anyone else's "state" is refused.
+                if info.pid != t.pid {
+                    let _ = sys.msg_error(rcvid, Errno::PERM);
+                    continue;
+                }
                 match msg.get(4..).map(serde_json::from_slice::<State>) {
                     Some(Ok(s)) => {
                         state = s;

@@ -176,6 +176,8 @@ pub struct Manager {
     journal: Option<Journal>,
     st: Mutex<State>,
     self_coid: OnceLock<Coid>,
+    /// The scoid its own pulses carry: the internal codes are obeyed only from it.
+    self_scoid: OnceLock<i32>,
     guardian: Mutex<Option<std::process::Child>>,
     stopping: Mutex<Option<Stop>>,
 }
@@ -242,6 +244,7 @@ impl Manager {
                 ticking: false,
             }),
             self_coid: OnceLock::new(),
+            self_scoid: OnceLock::new(),
             guardian: Mutex::new(None),
             stopping: Mutex::new(None),
         })
@@ -864,6 +867,12 @@ impl ResourceManager for Manager {
 
     fn pulse(&self, _sys: &System, p: &Pulse) {
         let (idx, gen) = ((p.value >> 16) as usize, (p.value & 0xFFFF) as u16);
+        // The manager's own codes come through its own connection only: a client (any process
+        // that opened the manager's name) cannot fake a death, a restart or a stop.
+        if p.code != proto::PULSE_HEARTBEAT && self.self_scoid.get() != Some(&p.scoid) {
+            tracing::debug!(code = p.code, scoid = p.scoid, "a client's pulse ignored");
+            return;
+        }
         match p.code {
             CODE_EXIT => self.died(idx, gen),
             CODE_RESTART_DUE => self.restart_due(idx, gen),
@@ -930,6 +939,7 @@ fn run_with(
     let mgr = Manager::new(sys, opts, saved)?;
     let mut d = Dispatch::new(sys, mgr).map_err(|e| format!("channel: {e}"))?;
     let _ = d.resource().self_coid.set(d.self_coid());
+    let _ = d.resource().self_scoid.set(d.self_scoid());
     d.attach_name(&name)
         .map_err(|e| format!("name {name}: {e}"))?;
     d.resource()
