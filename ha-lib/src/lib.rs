@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod class;
+pub mod gmd;
 pub mod ha;
 mod helpers;
 pub mod policy;
