@@ -204,6 +204,14 @@ fn an_arena_owned_by_another_user_is_refused() {
     // The helper must be executable by uid 65534: copy it to a world-readable directory.
     let dir = std::env::temp_dir().join(format!("qsim-owner-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Removed on drop, even when the test fails.
+    struct RmDir(std::path::PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = RmDir(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("kt-helper");
     std::fs::copy(HELPER, &bin).unwrap();

@@ -3,7 +3,10 @@
 
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
-use resmgr_examples::cli::{class_member, pair, send, ClassMemberArgs, PairArgs, SendArgs};
+use resmgr_examples::cli::{
+    class_member, gmd_client, gmd_server, pair, send, ClassMemberArgs, GmdClientArgs,
+    GmdServerArgs, PairArgs, SendArgs,
+};
 use resmgr_examples::cli::{
     counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
     file_client, file_server, CounterClientArgs, CounterServerArgs, DevicesClientArgs,
@@ -136,6 +139,10 @@ enum Example {
     ClassMember(ClassMemberArgs),
     /// A process pair: primary and backup, checkpointing before each reply.
     Pair(PairArgs),
+    /// Guaranteed delivery's server: a durable inbox that drops duplicates.
+    GmdServer(GmdServerArgs),
+    /// Guaranteed delivery's client: numbered messages that reach the server once, in order.
+    GmdClient(GmdClientArgs),
 }
 
 fn demo(opts: &resmgr_examples::demo::Options) -> ExitCode {
@@ -316,6 +323,8 @@ fn main() -> ExitCode {
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
         Cmd::Run(Example::ClassMember(a)) => class_member(&a),
         Cmd::Run(Example::Pair(a)) => pair(&a),
+        Cmd::Run(Example::GmdServer(a)) => gmd_server(&a),
+        Cmd::Run(Example::GmdClient(a)) => gmd_client(&a),
         Cmd::Send(a) => send(&a),
         Cmd::Bench { args } => bench(&args),
         Cmd::Ham(a) => ham(&a),

@@ -1,13 +1,15 @@
 //! The example resource managers, each with its client side: [`devices`] (`/dev/null` and
 //! `/dev/zero`), [`counter`] (`devctl`), [`files`] (per-open offsets, content that survives a
-//! restart), and [`ha_reader`], the HA client that reads on across a restart of the file
-//! server. The echo server, which uses the raw kernel calls instead of the framework, is
+//! restart), [`ha_reader`], the HA client that reads on across a restart of the file server,
+//! and the HA patterns: [`class_member`], [`pair`] and [`gmd`] (guaranteed delivery's server
+//! and client). The echo server, which uses the raw kernel calls instead of the framework, is
 //! [`crate::echo`].
 
 pub mod class_member;
 pub mod counter;
 pub mod devices;
 pub mod files;
+pub mod gmd;
 pub mod ha_echo;
 pub mod ha_reader;
 pub mod pair;
