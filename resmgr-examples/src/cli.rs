@@ -1251,3 +1251,68 @@ pub fn gmd_client(args: &GmdClientArgs) -> ExitCode {
         Err(e) => fail(who, e),
     }
 }
+
+/// A client of a class's transaction store: moves an amount between two accounts in one
+/// transaction of two steps and a commit.
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The class (its members must share a --store).
+    #[arg(long)]
+    pub class: String,
+    /// The transaction id.
+    #[arg(long)]
+    pub txid: u64,
+    /// The account debited.
+    #[arg(long)]
+    pub from: u32,
+    /// The account credited.
+    #[arg(long)]
+    pub to: u32,
+    /// The amount.
+    #[arg(long)]
+    pub amount: i64,
+    /// Stop after the first step and wait for stdin to close (then exit without committing:
+    /// the open transaction is aborted when the store sees this process dead).
+    #[arg(long)]
+    pub hold: bool,
+}
+
+/// Runs a transfer.
+pub fn transfer(args: &TransferArgs) -> ExitCode {
+    let who = "transfer";
+    let sys = or_exit!(open_system(who, &args.system));
+    let class = match ha_lib::class::ServerClass::open(&sys, &args.class) {
+        Ok(c) => c,
+        Err(e) => return fail(who, e),
+    };
+    let res = crate::examples::class_member::transfer(
+        &class,
+        args.txid,
+        args.from,
+        args.to,
+        args.amount,
+        || {
+            if args.hold {
+                println!("transfer: holding transaction {} after step 1", args.txid);
+                let mut line = String::new();
+                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                    line.clear();
+                }
+                println!("transfer: stdin closed; exiting without a commit");
+                std::process::exit(0);
+            }
+        },
+    );
+    match res {
+        Ok(()) => {
+            println!(
+                "transfer: committed transaction {}: {} from account {} to account {}",
+                args.txid, args.amount, args.from, args.to
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(who, format!("transaction {}: {e}", args.txid)),
+    }
+}

@@ -374,14 +374,111 @@ fn transactions_take_effect_exactly_once_while_members_are_killed() {
         sender.join().unwrap();
     });
     // In the shared store: every transaction applied, each exactly once.
-    let (state, ids) = ha_lib::tx::TxStore::open(&store)
+    let snap = ha_lib::tx::TxStore::open(&store)
         .unwrap()
         .snapshot()
         .unwrap();
-    assert_eq!(ids.len() as u32, total);
+    assert_eq!(snap.committed.len() as u32, total);
     let want: i64 = (0..i64::from(total)).sum();
-    assert_eq!(state["acct"], want);
+    assert_eq!(snap.state["acct"], want);
     let c = class.counters();
     eprintln!("class counters: {c:?}");
     assert_eq!(c.answered, u64::from(total));
+}
+
+#[test]
+fn transfers_of_several_requests_commit_once_and_one_whose_owner_dies_is_aborted() {
+    use ha_lib::class::ClassError;
+    use kernel_sim::Errno;
+    let _w = Watchdog::new("class_transfers", 180);
+    let sc = Scene::new("class-xfer");
+    let store =
+        std::env::temp_dir().join(format!("qsimtest-class-xfer-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(store.clone());
+    let member = || sc.member_with("xfer", 300, &["--store".as_ref(), store.as_os_str()]);
+    let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
+    let class = ServerClass::open(&sc.ts.sys, "xfer").unwrap();
+    // 200 transfers among accounts 0..5 while members are killed: each of the two steps and
+    // the commit may be reissued on another member; the store runs each once.
+    let total = 200u64;
+    let plan = |t: u64| ((t % 5) as u32, ((t * 3 + 1) % 5) as u32, t as i64);
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            for t in 1..=total {
+                let (from, to, amount) = plan(t);
+                class_member::transfer(&class, t, from, to, amount, || {})
+                    .unwrap_or_else(|e| panic!("transfer {t}: {e}"));
+            }
+        });
+        for k in 1..=4usize {
+            sc.wait_for("progress", |r| {
+                r.iter().filter(|(op, _, _)| op == "txop").count() >= k * 100
+            });
+            members.remove(0).kill();
+            members.push(member());
+        }
+        sender.join().unwrap();
+    });
+    let snap = ha_lib::tx::TxStore::open(&store)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for t in 1..=total {
+        let (from, to, amount) = plan(t);
+        *want.entry(class_member::account_key(from)).or_insert(0i64) -= amount;
+        *want.entry(class_member::account_key(to)).or_insert(0i64) += amount;
+    }
+    assert_eq!(snap.state, want, "every step applied exactly once");
+    assert_eq!(snap.committed, (1..=total).collect::<Vec<_>>());
+    assert!(snap.open.is_empty());
+
+    // A client that stops inside its transaction holds the account it changed: another
+    // transaction touching it is refused (and aborted), until the holder dies.
+    let mut holder = Helper::spawn_cmd(Command::new(QSIM).args([
+        "run",
+        "transfer",
+        "--system",
+        &sc.ts.name,
+        "--class",
+        "xfer",
+        "--txid",
+        "9001",
+        "--from",
+        "7",
+        "--to",
+        "8",
+        "--amount",
+        "5",
+        "--hold",
+    ]));
+    holder.expect("transfer: holding transaction 9001");
+    assert_eq!(
+        class_member::transfer(&class, 9002, 7, 9, 1, || {}),
+        Err(ClassError::Server(Errno::BUSY))
+    );
+    holder.kill();
+    // The next call on the store aborts the dead client's transaction: its step is undone,
+    // and the account is free.
+    class_member::transfer(&class, 9003, 7, 9, 1, || {}).unwrap();
+    let snap = ha_lib::tx::TxStore::open(&store)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    assert_eq!(
+        snap.state.get("acct-7"),
+        Some(&-1),
+        "9001's debit rolled back"
+    );
+    assert_eq!(snap.state.get("acct-9"), Some(&1));
+    assert!(snap.open.is_empty());
+    assert!(snap.committed.contains(&9003) && !snap.committed.contains(&9001));
+    assert!(!snap.committed.contains(&9002));
 }

@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
 use resmgr_examples::cli::{
-    class_member, gmd_client, gmd_server, pair, send, ClassMemberArgs, GmdClientArgs,
-    GmdServerArgs, PairArgs, SendArgs,
+    class_member, gmd_client, gmd_server, pair, send, transfer, ClassMemberArgs, GmdClientArgs,
+    GmdServerArgs, PairArgs, SendArgs, TransferArgs,
 };
 use resmgr_examples::cli::{
     counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
@@ -139,6 +139,8 @@ enum Example {
     ClassMember(ClassMemberArgs),
     /// A process pair: primary and backup, checkpointing before each reply.
     Pair(PairArgs),
+    /// A transfer between two accounts: a transaction of two steps on a class's shared store.
+    Transfer(TransferArgs),
     /// Guaranteed delivery's server: a durable inbox that drops duplicates.
     GmdServer(GmdServerArgs),
     /// Guaranteed delivery's client: numbered messages that reach the server once, in order.
@@ -323,6 +325,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
         Cmd::Run(Example::ClassMember(a)) => class_member(&a),
         Cmd::Run(Example::Pair(a)) => pair(&a),
+        Cmd::Run(Example::Transfer(a)) => transfer(&a),
         Cmd::Run(Example::GmdServer(a)) => gmd_server(&a),
         Cmd::Run(Example::GmdClient(a)) => gmd_client(&a),
         Cmd::Send(a) => send(&a),

@@ -20,6 +20,45 @@ pub const WHOAMI: u16 = 0x202;
 /// and replies the balance (the recorded one if `txid` was applied before).
 pub const TX_ADD: u16 = 0x203;
 
+/// A step of a multi-request transaction: `{u16 type, u16 0, u32 id, u64 txid, u32 step,
+/// u32 account, i64 amount}`; the member adds `amount` to `acct-<account>` as step `step` of
+/// transaction `txid` (once, however often it is reissued) and replies that account's balance.
+/// A step that would change an account another open transaction changed is refused with
+/// `EBUSY`; one of a committed transaction with `EEXIST`.
+pub const TX_STEP: u16 = 0x204;
+/// `{u16 type, u16 0, u32 id, u64 txid}`: commits `txid`; `ENOENT` if there is no such
+/// transaction (it was aborted: its owner died, or an abort).
+pub const TX_COMMIT: u16 = 0x205;
+/// `{u16 type, u16 0, u32 id, u64 txid}`: aborts `txid` (its steps rolled back); the status
+/// is 1 if it was open, 0 if there was none; `EEXIST` if it has committed.
+pub const TX_ABORT: u16 = 0x206;
+
+/// A [`TX_STEP`] request.
+pub fn tx_step(id: u32, txid: u64, step: u32, account: u32, amount: i64) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[..2].copy_from_slice(&TX_STEP.to_le_bytes());
+    m[4..8].copy_from_slice(&id.to_le_bytes());
+    m[8..16].copy_from_slice(&txid.to_le_bytes());
+    m[16..20].copy_from_slice(&step.to_le_bytes());
+    m[20..24].copy_from_slice(&account.to_le_bytes());
+    m[24..].copy_from_slice(&amount.to_le_bytes());
+    m
+}
+
+/// A [`TX_COMMIT`] or [`TX_ABORT`] request (`kind`).
+pub fn tx_end(kind: u16, id: u32, txid: u64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..2].copy_from_slice(&kind.to_le_bytes());
+    m[4..8].copy_from_slice(&id.to_le_bytes());
+    m[8..16].copy_from_slice(&txid.to_le_bytes());
+    m
+}
+
+/// The store's key of account `n`.
+pub fn account_key(n: u32) -> String {
+    format!("acct-{n}")
+}
+
 /// A [`TX_ADD`] request.
 pub fn tx_add(id: u32, txid: u64, amount: i64) -> [u8; 24] {
     let mut m = [0u8; 24];
@@ -122,9 +161,12 @@ pub fn serve(
                             *v += amount;
                             v.to_le_bytes().to_vec()
                         });
-                        let Ok(out) = out else {
-                            let _ = sys.msg_error(rcvid, Errno::IO);
-                            continue;
+                        let out = match out {
+                            Ok(o) => o,
+                            Err(e) => {
+                                let _ = sys.msg_error(rcvid, e.errno());
+                                continue;
+                            }
                         };
                         let fresh = matches!(out, ha_lib::tx::Outcome::Applied(_));
                         if let Some(j) = journal {
@@ -140,6 +182,69 @@ pub fn serve(
                         }
                         spin(work / 2);
                         let _ = sys.msg_reply(rcvid, 8, out.reply());
+                        continue;
+                    }
+                    Some(t @ (TX_STEP | TX_COMMIT | TX_ABORT)) => {
+                        let (Some(store), Some(txid)) = (
+                            store,
+                            msg.get(8..16)
+                                .and_then(|b| b.try_into().ok())
+                                .map(u64::from_le_bytes),
+                        ) else {
+                            let _ = sys.msg_error(rcvid, Errno::BADMSG);
+                            continue;
+                        };
+                        let res = match t {
+                            TX_STEP => {
+                                let (Some(step), Some(acct), Some(amount)) = (
+                                    msg.get(16..20)
+                                        .and_then(|b| b.try_into().ok())
+                                        .map(u32::from_le_bytes),
+                                    msg.get(20..24)
+                                        .and_then(|b| b.try_into().ok())
+                                        .map(u32::from_le_bytes),
+                                    msg.get(24..32)
+                                        .and_then(|b| b.try_into().ok())
+                                        .map(i64::from_le_bytes),
+                                ) else {
+                                    let _ = sys.msg_error(rcvid, Errno::BADMSG);
+                                    continue;
+                                };
+                                let owner = ha_lib::tx::Owner::of(info.pid);
+                                store
+                                    .step(txid, step, owner, |st| {
+                                        let v = st.entry(account_key(acct)).or_default();
+                                        *v = v.wrapping_add(amount);
+                                        v.to_le_bytes().to_vec()
+                                    })
+                                    .map(|o| (8, o.reply().to_vec()))
+                            }
+                            TX_COMMIT => match store.commit(txid) {
+                                Ok(true) => Ok((1, Vec::new())),
+                                Ok(false) => {
+                                    let _ = sys.msg_error(rcvid, Errno::NOENT);
+                                    continue;
+                                }
+                                Err(e) => Err(e),
+                            },
+                            _ => store.abort(txid).map(|a| (i32::from(a), Vec::new())),
+                        };
+                        if let Some(j) = journal {
+                            let _ = j.record(
+                                "txop",
+                                &[
+                                    ("member", &pid),
+                                    ("id", &id),
+                                    ("txid", &txid),
+                                    ("type", &t),
+                                    ("ok", &u8::from(res.is_ok())),
+                                ],
+                            );
+                        }
+                        let _ = match res {
+                            Ok((status, body)) => sys.msg_reply(rcvid, status, &body),
+                            Err(e) => sys.msg_error(rcvid, e.errno()),
+                        };
                         continue;
                     }
                     Some(DIALOG_ADD) => {
@@ -184,4 +289,57 @@ pub fn serve(
             }
         }
     }
+}
+
+/// Moves `amount` from account `from` to account `to` as transaction `txid` of the class: two
+/// [`TX_STEP`]s and a [`TX_COMMIT`], each sent as `Send::Transaction(txid)` (a member's death
+/// makes the library reissue it; the store answers a reissue from its record). `between` runs
+/// after the first step (a client that stops there, or dies, leaves the transaction open, and
+/// its death aborts it). A refused step (another open transaction holds the account) aborts
+/// the transaction and returns the error.
+///
+/// # Errors
+///
+/// The class error of a step, the commit or the abort; `Server(ENOENT)` from the commit means
+/// the transaction had been aborted.
+pub fn transfer(
+    class: &ha_lib::class::ServerClass,
+    txid: u64,
+    from: u32,
+    to: u32,
+    amount: i64,
+    between: impl FnOnce(),
+) -> Result<(), ha_lib::class::ClassError> {
+    use ha_lib::class::Send;
+    let id = (txid as u32).wrapping_mul(4);
+    let mut r = [0u8; 8];
+    let abort_on = |e| {
+        let _ = class.send(
+            &tx_end(TX_ABORT, id + 3, txid),
+            &mut [0u8; 8],
+            Send::Transaction(txid),
+        );
+        e
+    };
+    class
+        .send(
+            &tx_step(id, txid, 1, from, -amount),
+            &mut r,
+            Send::Transaction(txid),
+        )
+        .map_err(abort_on)?;
+    between();
+    class
+        .send(
+            &tx_step(id + 1, txid, 2, to, amount),
+            &mut r,
+            Send::Transaction(txid),
+        )
+        .map_err(abort_on)?;
+    class.send(
+        &tx_end(TX_COMMIT, id + 2, txid),
+        &mut r,
+        Send::Transaction(txid),
+    )?;
+    Ok(())
 }
