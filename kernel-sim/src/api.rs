@@ -1632,6 +1632,18 @@ impl System {
     /// - `ENOENT`: no server has that name.
     /// - the errors of `connect_attach`, and any errno the server gives `_IO_CONNECT`.
     pub fn name_open(&self, name: &str) -> Result<Coid> {
+        self.name_open_timeout(name, None)
+    }
+
+    /// [`System::name_open`] whose `_IO_CONNECT` waits at most `timeout` for the server's answer
+    /// (`None`: no limit), so that a server that attached the name but does not receive cannot
+    /// hold the caller. (QNX does this with `TimerTimeout` before `name_open`; here
+    /// `connect_attach` would disarm that.)
+    ///
+    /// # Errors
+    ///
+    /// As [`System::name_open`], and `ETIMEDOUT` (the coid is released).
+    pub fn name_open_timeout(&self, name: &str, timeout: Option<Duration>) -> Result<Coid> {
         let path = name_path(name)?;
         let (pid, chid) = self.k().name_lookup(&path)?;
         let coid = self
@@ -1646,7 +1658,11 @@ impl System {
             path: String::new(),
         }
         .encode();
-        if let Err(e) = self.msg_send(coid, &msg, &mut []) {
+        let sent = match timeout {
+            Some(t) => self.msg_send_timeout(coid, &msg, &mut [], t),
+            None => self.msg_send(coid, &msg, &mut []),
+        };
+        if let Err(e) = sent {
             let _ = self.connect_detach(coid);
             return Err(if e == Errno::BADF || e == Errno::SRCH {
                 Errno::NOENT

@@ -156,7 +156,20 @@ impl System {
     pub fn open_mode(&self, path: &str, oflag: i32, mode: u32) -> Result<Coid> {
         let norm = normalize_path(path)?;
         let targets = self.k().path_resolve(&norm);
-        self.open_targets(&targets, oflag, mode)
+        self.open_targets(&targets, oflag, mode, None)
+    }
+
+    /// [`System::open`] whose `_IO_CONNECT` to each server waits at most `timeout` for its
+    /// answer, so that a server that attached the path but does not receive cannot hold the
+    /// caller.
+    ///
+    /// # Errors
+    ///
+    /// As [`System::open_mode`], and `ETIMEDOUT` (the coid is released).
+    pub fn open_timeout(&self, path: &str, oflag: i32, timeout: Duration) -> Result<Coid> {
+        let norm = normalize_path(path)?;
+        let targets = self.k().path_resolve(&norm);
+        self.open_targets(&targets, oflag, 0o644, Some(timeout))
     }
 
     /// [`System::open`], waiting first (at most `timeout`, `None`: no limit) until a server's
@@ -172,7 +185,7 @@ impl System {
         let deadline = timeout.and_then(deadline_after);
         loop {
             let targets = self.k().path_wait(&norm, deadline)?;
-            match self.open_targets(&targets, oflag, 0o644) {
+            match self.open_targets(&targets, oflag, 0o644, None) {
                 // The same servers, all answering ENOENT: they do not have it.
                 Err(Errno::NOENT) if self.k().path_resolve(&norm) == targets => {
                     return Err(Errno::NOENT)
@@ -184,7 +197,13 @@ impl System {
         }
     }
 
-    fn open_targets(&self, targets: &[PathTarget], oflag: i32, mode: u32) -> Result<Coid> {
+    fn open_targets(
+        &self,
+        targets: &[PathTarget],
+        oflag: i32,
+        mode: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Coid> {
         for t in targets {
             let coid = match self.connect_attach(0, Pid(t.pid), Chid(t.chid), 0, 0) {
                 Ok(c) => c,
@@ -201,7 +220,11 @@ impl System {
                 path: t.rest.clone(),
             }
             .encode();
-            match self.msg_send(coid, &msg, &mut []) {
+            let sent = match timeout {
+                Some(t) => self.msg_send_timeout(coid, &msg, &mut [], t),
+                None => self.msg_send(coid, &msg, &mut []),
+            };
+            match sent {
                 Ok(_) => return Ok(coid),
                 Err(e) => {
                     let _ = self.connect_detach(coid);

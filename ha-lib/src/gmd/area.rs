@@ -42,9 +42,12 @@ fn opt_ms(v: i64) -> Option<i64> {
     (v >= 0).then_some(v)
 }
 
-/// The record of message `seq` put in the area.
+/// The record of message `seq` of area `incarnation` put in the area. (Each message names the
+/// incarnation, so that the area keeps it even if its base record is lost to damage: a
+/// message sent again under another incarnation would slip past the receiver's filter.)
 pub(crate) fn message_record(
     seq: u64,
+    incarnation: u64,
     deadline_ms: Option<i64>,
     timeout: Option<Duration>,
     payload: &[u8],
@@ -54,6 +57,7 @@ pub(crate) fn message_record(
         kind::MESSAGE,
         &[
             &seq.to_le_bytes(),
+            &incarnation.to_le_bytes(),
             &ms_field(deadline_ms),
             &ms_field(t),
             payload,
@@ -62,10 +66,15 @@ pub(crate) fn message_record(
 }
 
 /// A message as [`FileArea::compact`] writes it: sequence number, deadline (Unix ms),
-/// timeout, payload.
+/// timeout, payload (the incarnation is the compaction's).
 pub(crate) type Pending<'a> = (u64, Option<i64>, Option<Duration>, &'a [u8]);
 
 /// Rebuilds the area from the records of a file.
+///
+/// The next sequence number is above every one any record names. If part of the file was
+/// damaged it is raised further, by one for each record the damaged bytes could have held: a
+/// lost record may have named a message the receiver has, and a number used twice would make
+/// the receiver drop the second message as a duplicate (gaps do no harm).
 pub(crate) fn load(bytes: &[u8]) -> Loaded {
     let (records, damage) = record::scan(bytes);
     let mut l = Loaded {
@@ -73,6 +82,7 @@ pub(crate) fn load(bytes: &[u8]) -> Loaded {
         damage,
         ..Loaded::default()
     };
+    let seen = |l: &mut Loaded, seq: u64| l.next_seq = l.next_seq.max(seq.saturating_add(1));
     for r in records {
         let b = r.body;
         match r.kind {
@@ -83,21 +93,23 @@ pub(crate) fn load(bytes: &[u8]) -> Loaded {
                 }
             }
             kind::MESSAGE => {
-                let (Some(seq), Some(dl), Some(t)) = (
+                let (Some(seq), Some(inc), Some(dl), Some(t)) = (
                     record::u64_at(b, 0),
-                    record::i64_at(b, 8),
+                    record::u64_at(b, 8),
                     record::i64_at(b, 16),
+                    record::i64_at(b, 24),
                 ) else {
                     continue;
                 };
                 if seq == 0 {
                     continue;
                 }
-                l.next_seq = l.next_seq.max(seq.saturating_add(1));
+                l.incarnation.get_or_insert(inc);
+                seen(&mut l, seq);
                 l.pending.insert(
                     seq,
                     Stored {
-                        payload: b[24..].to_vec(),
+                        payload: b[32..].to_vec(),
                         deadline_ms: opt_ms(dl),
                         timeout: opt_ms(t).map(|t| Duration::from_millis(t as u64)),
                     },
@@ -105,11 +117,13 @@ pub(crate) fn load(bytes: &[u8]) -> Loaded {
             }
             kind::DONE => {
                 if let Some(seq) = record::u64_at(b, 0) {
+                    seen(&mut l, seq);
                     l.pending.remove(&seq);
                 }
             }
             kind::RESENT => {
                 if let (Some(seq), Some(dl)) = (record::u64_at(b, 0), record::i64_at(b, 8)) {
+                    seen(&mut l, seq);
                     if let Some(s) = l.pending.get_mut(&seq) {
                         s.deadline_ms = opt_ms(dl);
                     }
@@ -117,6 +131,10 @@ pub(crate) fn load(bytes: &[u8]) -> Loaded {
             }
             _ => {}
         }
+    }
+    let lost: u64 = l.damage.iter().map(|d| d.len).sum();
+    if lost > 0 {
+        l.next_seq = l.next_seq.saturating_add(lost / record::HEADER as u64 + 1);
     }
     l
 }
@@ -218,6 +236,11 @@ impl FileArea {
         self.grown >= self.compact_bytes
     }
 
+    /// Puts off the next rewrite by another `compact_bytes` (after one failed).
+    pub fn defer_compaction(&mut self) {
+        self.grown = 0;
+    }
+
     /// Rewrites the file with just the base and the messages still in the area: to a
     /// temporary file, made durable, then renamed over the area (one atomic step).
     pub fn compact<'a>(
@@ -231,16 +254,21 @@ impl FileArea {
             &[&incarnation.to_le_bytes(), &next_seq.to_le_bytes()],
         );
         for (seq, dl, t, payload) in pending {
-            bytes.extend_from_slice(&message_record(seq, dl, t, payload));
+            bytes.extend_from_slice(&message_record(seq, incarnation, dl, t, payload));
         }
         let tmp = self.path.with_extension("gmd.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_data()?;
-        }
+        // Written and made durable before the rename; the handle is kept for the appends
+        // that follow (its position is the end), so there is no reopen to fail after the
+        // rename.
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself is durable once the directory is.
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = f;
         self.grown = 0;
         self.unsynced = 0;
         Ok(())
@@ -255,9 +283,9 @@ mod tests {
     fn an_area_is_rebuilt_from_its_records() {
         let t = Some(Duration::from_millis(500));
         let mut f = record::encode(kind::BASE, &[&42u64.to_le_bytes(), &1u64.to_le_bytes()]);
-        f.extend(message_record(1, Some(1000), t, b"one"));
-        f.extend(message_record(2, None, t, b"two"));
-        f.extend(message_record(3, Some(3000), t, b"three"));
+        f.extend(message_record(1, 42, Some(1000), t, b"one"));
+        f.extend(message_record(2, 42, None, t, b"two"));
+        f.extend(message_record(3, 42, Some(3000), t, b"three"));
         f.extend(record::encode(kind::DONE, &[&1u64.to_le_bytes(), &[1]]));
         f.extend(record::encode(
             kind::RESENT,
@@ -271,5 +299,16 @@ mod tests {
         assert_eq!(l.pending[&3].deadline_ms, Some(9000));
         assert_eq!(l.pending[&3].timeout, Some(Duration::from_millis(500)));
         assert!(l.damage.is_empty());
+        // Without its base record (damaged), the area keeps its incarnation from a message,
+        // and numbers above whatever the damaged bytes may have named.
+        let base_len = record::encode(kind::BASE, &[&[0u8; 16]]).len();
+        let mut g = f.clone();
+        g[5] = 1;
+        let l = load(&g);
+        assert_eq!(l.incarnation, Some(42));
+        assert_eq!(l.next_seq, 4 + base_len as u64 / record::HEADER as u64 + 1);
+        // Acknowledged messages (only their DONE records left) still count.
+        let h = record::encode(kind::DONE, &[&9u64.to_le_bytes(), &[1]]);
+        assert_eq!(load(&h).next_seq, 10);
     }
 }

@@ -38,8 +38,8 @@ pub use record::{Damage, DamageKind};
 pub use wire::Delivery;
 
 use area::FileArea;
-use kernel_sim::{Coid, Errno, System};
-use std::collections::BTreeMap;
+use kernel_sim::{Coid, Errno, SendOutcome, System};
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -101,6 +101,9 @@ pub enum FailureReason {
     },
     /// The server answered it with an error (it received it and refused it).
     Refused(Errno),
+    /// The kernel would not carry it to the server (`EMSGSIZE`: larger than the system's
+    /// message limit, ...).
+    Unsendable(Errno),
 }
 
 /// A failure event: what SmartSockets' `GMD_FAILURE` message carries.
@@ -222,9 +225,10 @@ impl GmdConfig {
         self
     }
 
-    /// How long the sender waits between attempts to reach a server that is not there.
+    /// How long the sender waits between attempts to reach a server that is not there (at
+    /// least 1 ms).
     pub fn retry_interval(mut self, t: Duration) -> Self {
-        self.retry_interval = t;
+        self.retry_interval = t.max(Duration::from_millis(1));
         self
     }
 
@@ -343,10 +347,42 @@ struct Entry {
 
 struct State {
     pending: BTreeMap<u64, Entry>,
+    /// The deadlines of the pending messages, earliest first (so that neither the next
+    /// deadline nor the expired messages cost a walk over the whole area).
+    deadlines: BTreeSet<(Instant, u64)>,
     next_seq: u64,
     file: Option<FileArea>,
     counters: GmdCounters,
     stop: bool,
+}
+
+impl State {
+    fn add(&mut self, seq: u64, e: Entry) {
+        if let Some(d) = e.deadline {
+            self.deadlines.insert((d, seq));
+        }
+        self.pending.insert(seq, e);
+    }
+
+    fn take(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.pending.remove(&seq)?;
+        if let Some(d) = e.deadline {
+            self.deadlines.remove(&(d, seq));
+        }
+        Some(e)
+    }
+
+    fn set_deadline(&mut self, seq: u64, d: Option<Instant>) {
+        if let Some(e) = self.pending.get_mut(&seq) {
+            if let Some(old) = e.deadline {
+                self.deadlines.remove(&(old, seq));
+            }
+            e.deadline = d;
+            if let Some(d) = d {
+                self.deadlines.insert((d, seq));
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -371,17 +407,6 @@ fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The `Instant` of a Unix-ms deadline (one in the past is now).
-fn instant_of(deadline_ms: i64) -> Instant {
-    let now = Instant::now();
-    let ahead = deadline_ms.saturating_sub(unix_ms());
-    if ahead <= 0 {
-        now
-    } else {
-        now + Duration::from_millis(ahead as u64)
-    }
 }
 
 fn new_incarnation() -> u64 {
@@ -444,14 +469,22 @@ impl GmdConn {
             let fresh = loaded.incarnation.is_none();
             incarnation = loaded.incarnation.unwrap_or(incarnation);
             next_seq = loaded.next_seq;
+            // A recovered message gets its whole delivery timeout again, from now: the time no
+            // sender ran is not held against it (else a client restarted after a long outage
+            // would delete its area unread).
             for (seq, s) in loaded.pending {
+                let deadline = s.timeout.and_then(after);
+                let timeout = deadline.and(s.timeout);
                 pending.insert(
                     seq,
                     Entry {
                         payload: s.payload.into(),
-                        deadline: s.deadline_ms.map(instant_of),
-                        deadline_ms: s.deadline_ms,
-                        timeout: s.timeout,
+                        deadline,
+                        deadline_ms: timeout.map(|t| {
+                            unix_ms()
+                                .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+                        }),
+                        timeout,
                         attempts: 0,
                         last_error: None,
                     },
@@ -474,14 +507,19 @@ impl GmdConn {
             recovered: pending.len() as u64,
             ..GmdCounters::default()
         };
+        let mut state = State {
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            next_seq,
+            file,
+            counters,
+            stop: false,
+        };
+        for (seq, e) in pending {
+            state.add(seq, e);
+        }
         let shared = Arc::new(Shared {
-            st: Mutex::new(State {
-                pending,
-                next_seq,
-                file,
-                counters,
-                stop: false,
-            }),
+            st: Mutex::new(state),
             cv: Condvar::new(),
             sender,
             incarnation,
@@ -536,21 +574,25 @@ impl GmdConn {
             return Err(GmdError::Full(st.pending.len()));
         }
         let seq = st.next_seq;
+        // A timeout too long for an `Instant` is no deadline at all.
+        let deadline = timeout.and_then(after);
+        let timeout = deadline.and(timeout);
         let deadline_ms = timeout
             .map(|t| unix_ms().saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
         if let Some(f) = st.file.as_mut() {
+            let inc = self.shared.incarnation;
             f.append(
-                &area::message_record(seq, deadline_ms, timeout, payload),
+                &area::message_record(seq, inc, deadline_ms, timeout, payload),
                 true,
             )?;
         }
         st.next_seq += 1;
-        st.pending.insert(
+        st.add(
             seq,
             Entry {
                 payload: payload.into(),
                 deadline_ms,
-                deadline: timeout.map(|t| Instant::now() + t),
+                deadline,
                 timeout,
                 attempts: 0,
                 last_error: None,
@@ -565,7 +607,7 @@ impl GmdConn {
     /// Waits until the area is empty (every message acknowledged or deleted), at most
     /// `timeout` (`None`: for as long as it takes). Returns whether it is.
     pub fn wait_idle(&self, timeout: Option<Duration>) -> bool {
-        let until = timeout.map(|t| Instant::now() + t);
+        let until = timeout.and_then(after);
         let mut st = self.shared.lock();
         while !st.pending.is_empty() && !st.stop {
             st = match until {
@@ -617,7 +659,8 @@ impl GmdConn {
     }
 
     /// Stops the background sender (after the attempt in progress, at most `attempt_timeout`)
-    /// and makes the file area durable. Messages not delivered stay in a file area; in a
+    /// and makes the file area durable. It does **not** deliver what is pending (call
+    /// [`GmdConn::wait_idle`] first for that): messages not delivered stay in a file area; in a
     /// memory area they are lost (a `tracing` warning says how many).
     ///
     /// # Errors
@@ -654,22 +697,62 @@ impl Drop for GmdConn {
     }
 }
 
-/// Errors after which the connection is useless: close it and connect again.
-fn connection_lost(e: Errno) -> bool {
-    [Errno::BADF, Errno::SRCH, Errno::NXIO, Errno::NOENT].contains(&e)
+/// `now + d`, or `None` if that is beyond what an `Instant` holds (no deadline).
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
 }
 
-/// Errors that say nothing about the message: the send is tried again.
-fn transient(e: Errno) -> bool {
-    connection_lost(e) || [Errno::TIMEDOUT, Errno::AGAIN, Errno::INTR, Errno::NOMEM].contains(&e)
+/// What a failed send means for the message.
+#[derive(Debug, PartialEq, Eq)]
+enum SendFailure {
+    /// The connection is useless: close it, connect again after the retry interval.
+    Lost,
+    /// Try again after the retry interval (a full queue, or a server's "not now": `EAGAIN`).
+    Later,
+    /// The attempt's time ran out: try again at once (the receiver drops a duplicate).
+    TimedOut,
+    /// The server refused the message.
+    Refused,
+    /// The kernel would not carry it.
+    Unsendable,
+}
+
+/// Classifies a failed send by its errno and by whether the kernel had queued it
+/// (`System::last_send_outcome`): a server's `msg_error` arrives as "received, no reply".
+/// `ESRCH`, `EBADF` and `ENXIO` mean the server is gone, whoever says so; a server that wants
+/// a message sent again later answers `EAGAIN`.
+fn classify(e: Errno, outcome: SendOutcome) -> SendFailure {
+    match e {
+        Errno::BADF | Errno::SRCH | Errno::NXIO => SendFailure::Lost,
+        Errno::TIMEDOUT => SendFailure::TimedOut,
+        Errno::AGAIN | Errno::INTR | Errno::NOMEM => SendFailure::Later,
+        _ if outcome == SendOutcome::NotSent => SendFailure::Unsendable,
+        _ => SendFailure::Refused,
+    }
 }
 
 /// What the background sender does next.
 enum Next {
     Stop,
     Expired,
-    /// Send this message (sequence number, payload, the earliest deadline in the area).
+    /// Send this message (sequence number, payload, its own deadline).
     Send(u64, Arc<[u8]>, Option<Instant>),
+}
+
+/// Marks the connection stopped when the background sender ends, however it ends, so that
+/// `send` and `wait_idle` do not wait on a thread that is gone.
+struct Exit(Arc<Shared>);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        if !st.stop {
+            tracing::error!(sender = %self.0.sender, "GMD background sender ended unexpectedly");
+            st.stop = true;
+        }
+        drop(st);
+        self.0.cv.notify_all();
+    }
 }
 
 /// The background sender.
@@ -677,7 +760,7 @@ struct Sender {
     sys: System,
     sh: Arc<Shared>,
     coid: Option<Coid>,
-    /// No attempt before this (the server was not there).
+    /// No attempt before this (the server was not there, or asked for later).
     hold_until: Option<Instant>,
 }
 
@@ -691,23 +774,34 @@ impl Sender {
         }
     }
 
-    fn connect(&self) -> Result<Coid, Errno> {
+    fn hold(&mut self) {
+        self.hold_until = after(self.sh.cfg.retry_interval);
+    }
+
+    /// Connects with the `_IO_CONNECT` bounded by `limit`, so a server that attached but does
+    /// not receive cannot hold the sender past a deadline.
+    fn connect(&self, limit: Duration) -> Result<Coid, Errno> {
         match &self.sh.target {
-            Target::Name(n) => self.sys.name_open(n),
-            Target::Path(p) => self.sys.open(p, libc::O_WRONLY),
+            Target::Name(n) => self.sys.name_open_timeout(n, Some(limit)),
+            Target::Path(p) => self.sys.open_timeout(p, libc::O_WRONLY, limit),
         }
     }
 
     fn disconnect(&mut self) {
         if let Some(c) = self.coid.take() {
-            let _ = match &self.sh.target {
-                Target::Name(_) => self.sys.name_close(c),
-                Target::Path(_) => self.sys.close(c),
-            };
+            if let Target::Path(_) = self.sh.target {
+                // `close` would wait for the server's answer to `_IO_CLOSE` without a limit.
+                let limit = self.sh.cfg.attempt_timeout;
+                let _ =
+                    self.sys
+                        .msg_send_timeout(c, &kernel_sim::iomsg::io_close(), &mut [], limit);
+            }
+            let _ = self.sys.connect_detach(c);
         }
     }
 
     fn run(mut self) {
+        let _exit = Exit(Arc::clone(&self.sh));
         // Expired messages first: their callbacks decide before anything else is sent.
         while let Some(expired) = self.take_expired() {
             for (seq, reason) in &expired {
@@ -719,7 +813,7 @@ impl Sender {
             match self.next() {
                 Next::Stop => break,
                 Next::Expired => continue,
-                Next::Send(seq, payload, earliest) => self.attempt(seq, &payload, earliest),
+                Next::Send(seq, payload, deadline) => self.attempt(seq, &payload, deadline),
             }
         }
         self.disconnect();
@@ -734,11 +828,11 @@ impl Sender {
                 return Next::Stop;
             }
             let now = Instant::now();
-            let earliest = st.pending.values().filter_map(|e| e.deadline).min();
-            if earliest.is_some_and(|d| d <= now) {
+            if expirable(&st).next().is_some_and(|(d, _)| d <= now) {
                 return Next::Expired;
             }
             let hold = self.hold_until.filter(|h| *h > now);
+            let earliest = expirable(&st).next().map(|(d, _)| d);
             let wake = match (st.pending.is_empty(), hold) {
                 (true, _) => None,
                 (false, None) => {
@@ -746,9 +840,9 @@ impl Sender {
                         pending, counters, ..
                     } = &mut *st;
                     if let Some((seq, e)) = pending.iter_mut().next() {
-                        e.attempts += 1;
+                        e.attempts = e.attempts.saturating_add(1);
                         counters.attempts += 1;
-                        return Next::Send(*seq, Arc::clone(&e.payload), earliest);
+                        return Next::Send(*seq, Arc::clone(&e.payload), e.deadline);
                     }
                     None
                 }
@@ -775,14 +869,13 @@ impl Sender {
         }
         let now = Instant::now();
         Some(
-            st.pending
-                .iter()
-                .filter(|(_, e)| e.deadline.is_some_and(|d| d <= now))
-                .map(|(s, e)| {
+            expirable(&st)
+                .take_while(|(d, _)| *d <= now)
+                .map(|(_, s)| {
                     (
-                        *s,
+                        s,
                         FailureReason::Timeout {
-                            last_error: e.last_error,
+                            last_error: st.pending.get(&s).and_then(|e| e.last_error),
                         },
                     )
                 })
@@ -790,11 +883,17 @@ impl Sender {
         )
     }
 
-    /// One send of message `seq`.
-    fn attempt(&mut self, seq: u64, payload: &[u8], earliest: Option<Instant>) {
+    /// One send of message `seq` (connecting first if need be), bounded by the attempt
+    /// timeout and the message's own deadline.
+    fn attempt(&mut self, seq: u64, payload: &[u8], deadline: Option<Instant>) {
+        let limit = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(self.sh.cfg.attempt_timeout)
+            .min(self.sh.cfg.attempt_timeout)
+            .max(Duration::from_millis(1));
         let coid = match self.coid {
             Some(c) => c,
-            None => match self.connect() {
+            None => match self.connect(limit) {
                 Ok(c) => {
                     self.sh.lock().counters.connects += 1;
                     self.coid = Some(c);
@@ -802,17 +901,11 @@ impl Sender {
                 }
                 Err(e) => {
                     self.note_error(seq, e);
-                    self.hold_until = Some(Instant::now() + self.sh.cfg.retry_interval);
+                    self.hold();
                     return;
                 }
             },
         };
-        let now = Instant::now();
-        let limit = earliest
-            .map(|d| d.saturating_duration_since(now))
-            .unwrap_or(self.sh.cfg.attempt_timeout)
-            .min(self.sh.cfg.attempt_timeout)
-            .max(Duration::from_millis(1));
         let head = Delivery::head(&self.sh.sender, self.sh.incarnation, seq, payload.len());
         match self
             .sys
@@ -820,7 +913,7 @@ impl Sender {
         {
             Ok(status) => {
                 let mut st = self.sh.lock();
-                if st.pending.remove(&seq).is_some() {
+                if st.take(seq).is_some() {
                     st.counters.delivered += 1;
                     if status == wire::ack::DUPLICATE {
                         st.counters.duplicates += 1;
@@ -830,18 +923,18 @@ impl Sender {
                 drop(st);
                 self.sh.cv.notify_all();
             }
-            Err(e) if transient(e) => {
-                self.note_error(seq, e);
-                if connection_lost(e) {
-                    self.disconnect();
-                    self.hold_until = Some(Instant::now() + self.sh.cfg.retry_interval);
-                } else if e != Errno::TIMEDOUT {
-                    self.hold_until = Some(Instant::now() + self.sh.cfg.retry_interval);
-                }
-            }
             Err(e) => {
                 self.note_error(seq, e);
-                self.fail(seq, FailureReason::Refused(e));
+                match classify(e, self.sys.last_send_outcome()) {
+                    SendFailure::Lost => {
+                        self.disconnect();
+                        self.hold();
+                    }
+                    SendFailure::Later => self.hold(),
+                    SendFailure::TimedOut => {}
+                    SendFailure::Refused => self.fail(seq, FailureReason::Refused(e)),
+                    SendFailure::Unsendable => self.fail(seq, FailureReason::Unsendable(e)),
+                }
             }
         }
     }
@@ -864,26 +957,32 @@ impl Sender {
         let Some(f) = file.as_mut() else {
             return;
         };
-        let rec = record::encode(record::kind::DONE, &[&seq.to_le_bytes(), &[how]]);
-        let r = if f.wants_compaction() {
-            f.compact(
+        if f.wants_compaction() {
+            let r = f.compact(
                 self.sh.incarnation,
                 *next_seq,
                 pending
                     .iter()
                     .map(|(s, e)| (*s, e.deadline_ms, e.timeout, &e.payload[..])),
-            )
-        } else {
-            f.append(&rec, false)
-        };
-        if let Err(e) = r {
+            );
+            match r {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(sender = %self.sh.sender, error = %e, "GMD area not rewritten; appending");
+                    f.defer_compaction();
+                }
+            }
+        }
+        let rec = record::encode(record::kind::DONE, &[&seq.to_le_bytes(), &[how]]);
+        if let Err(e) = f.append(&rec, false) {
             // Not fatal: the message would be sent again after a restart, and dropped by the
-            // receiver as a duplicate.
+            // receiver as a duplicate (or sent again, if it was deleted).
             tracing::warn!(sender = %self.sh.sender, seq, error = %e, "GMD area not updated");
         }
     }
 
-    /// Raises the failure event of message `seq` and applies the callback's decision.
+    /// Raises the failure event of message `seq` and applies the callback's decision. A
+    /// callback that panics keeps the message (as `Resend`), with a logged error.
     fn fail(&mut self, seq: u64, reason: FailureReason) {
         let event = {
             let mut st = self.sh.lock();
@@ -901,22 +1000,34 @@ impl Sender {
             st.counters.failures += 1;
             ev
         };
-        let action = (self.sh.cfg.on_failure)(&event);
+        let cb = &self.sh.cfg.on_failure;
+        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&event)))
+            .unwrap_or_else(|_| {
+                tracing::error!(seq, sender = %self.sh.sender, "GMD failure callback panicked; message kept");
+                FailureAction::Resend
+            });
         let mut st = self.sh.lock();
         match action {
             FailureAction::Delete => {
-                if st.pending.remove(&seq).is_some() {
+                if st.take(seq).is_some() {
                     st.counters.deleted += 1;
                     self.taken_out(&mut st, seq, 2);
                 }
             }
             FailureAction::Resend => {
-                let timeout = st.pending.get(&seq).and_then(|e| e.timeout);
-                let deadline_ms = timeout.map(|t| {
+                // The new deadline is at least a retry interval away, so that a zero timeout
+                // cannot make the callback spin.
+                let timeout = st
+                    .pending
+                    .get(&seq)
+                    .and_then(|e| e.timeout)
+                    .map(|t| t.max(self.sh.cfg.retry_interval));
+                let deadline = timeout.and_then(after);
+                let deadline_ms = deadline.and(timeout).map(|t| {
                     unix_ms().saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
                 });
+                st.set_deadline(seq, deadline);
                 if let Some(e) = st.pending.get_mut(&seq) {
-                    e.deadline = timeout.map(|t| Instant::now() + t);
                     e.deadline_ms = deadline_ms;
                     e.attempts = 0;
                     st.counters.resent += 1;
@@ -930,15 +1041,30 @@ impl Sender {
                         }
                     }
                 }
-                // A refused message is tried again after the retry interval, not at once.
-                if matches!(reason, FailureReason::Refused(_)) {
-                    self.hold_until = Some(Instant::now() + self.sh.cfg.retry_interval);
-                }
             }
         }
         drop(st);
+        // A message refused and resent is tried again after the retry interval, not at once.
+        if action == FailureAction::Resend && !matches!(reason, FailureReason::Timeout { .. }) {
+            self.hold();
+        }
         self.sh.cv.notify_all();
     }
+}
+
+/// The deadlines that can expire now, earliest first: every message's but the head's while it
+/// has not been attempted yet (a message is given at least one try before it is failed).
+fn expirable(st: &State) -> impl Iterator<Item = (Instant, u64)> + '_ {
+    let head = st
+        .pending
+        .iter()
+        .next()
+        .filter(|(_, e)| e.attempts == 0)
+        .map(|(s, _)| *s);
+    st.deadlines
+        .iter()
+        .filter(move |(_, s)| Some(*s) != head)
+        .copied()
 }
 
 #[cfg(test)]
@@ -1091,13 +1217,16 @@ mod tests {
         assert_eq!(conn.pending(), [1, 3]);
         let kinds: Vec<DamageKind> = conn.damage().iter().map(|d| d.kind).collect();
         assert_eq!(kinds, [DamageKind::Corrupt, DamageKind::Truncated]);
-        assert_eq!(conn.next_seq(), 4);
+        // Numbering goes on above anything the damaged bytes may have named.
+        let next = conn.next_seq();
+        assert!(next > 4, "{next}");
         assert!(dir.join("area-unit.gmd.damaged").exists());
         conn.close().unwrap();
         // The rewritten area is sound.
         let conn = GmdConn::open(&sys.0, Target::Name("gmd-nobody".into()), cfg()).unwrap();
         assert!(conn.damage().is_empty());
         assert_eq!(conn.pending(), [1, 3]);
+        assert_eq!(conn.next_seq(), next);
         // Bad input loses nothing.
         assert!(matches!(
             conn.send(&vec![0; 61 * 1024]),
@@ -1113,6 +1242,83 @@ mod tests {
             ),
             Err(GmdError::BadSender(_))
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_hung_server_times_out_and_a_panicking_callback_loses_nothing() {
+        let sys = Sys::new("hung");
+        // A server that attached the name and never receives.
+        let att = sys.0.name_attach("gmd-hung").unwrap();
+        let calls = Arc::new(Mutex::new(0u32));
+        let c2 = Arc::clone(&calls);
+        let conn = GmdConn::open(
+            &sys.0,
+            Target::Name("gmd-hung".into()),
+            GmdConfig::new()
+                .delivery_timeout(Some(Duration::from_millis(20)))
+                .attempt_timeout(Duration::from_millis(20))
+                .retry_interval(Duration::from_millis(1))
+                .on_failure(move |f| {
+                    let n = {
+                        let mut n = c2.lock().unwrap();
+                        *n += 1;
+                        *n
+                    };
+                    // The first call panics: the message must be kept, and the sender live on.
+                    assert!(n > 1, "callback panics on purpose for message {}", f.seq);
+                    FailureAction::Delete
+                }),
+        )
+        .unwrap();
+        conn.send(b"x").unwrap();
+        assert!(conn.wait_idle(Some(Duration::from_secs(60))));
+        assert_eq!(*calls.lock().unwrap(), 2);
+        let c = conn.counters();
+        assert_eq!((c.failures, c.deleted, c.resent), (2, 1, 1));
+        // Still sending after the panic; a timeout too long for an Instant is no deadline.
+        assert_eq!(
+            conn.send_with_timeout(b"y", Some(Duration::MAX)).unwrap(),
+            2
+        );
+        assert!(!conn.wait_idle(Some(Duration::from_millis(1))));
+        // close returns though the server holds the connect or the send.
+        conn.close().unwrap();
+        let _ = sys.0.name_detach(att);
+    }
+
+    #[test]
+    fn a_recovered_message_past_its_deadline_is_tried_before_it_is_failed() {
+        let sys = Sys::new("late");
+        let dir = tmp("late");
+        let cfg = |target_cb: bool| {
+            let c = GmdConfig::file(&dir, "late-unit", Durability::EachRecord)
+                .delivery_timeout(Some(Duration::from_millis(5)))
+                .retry_interval(Duration::from_millis(1));
+            if target_cb {
+                c.on_failure(|_| FailureAction::Resend)
+            } else {
+                c
+            }
+        };
+        // Queued while nobody serves, kept by resends, then the client stops.
+        let conn = GmdConn::open(&sys.0, Target::Name("gmd-late".into()), cfg(true)).unwrap();
+        conn.send(b"late").unwrap();
+        while conn.counters().failures == 0 {
+            std::thread::yield_now();
+        }
+        conn.close().unwrap();
+        // Its stored deadline has passed; the server is up now. With the default callback
+        // (delete), it must still be delivered: a restart gives it a new timeout and a try.
+        let log = dir.join("rx.log");
+        let (t, stop) = server(&sys.0, "gmd-late", log.clone());
+        let conn = GmdConn::open(&sys.0, Target::Name("gmd-late".into()), cfg(false)).unwrap();
+        assert!(conn.wait_idle(Some(Duration::from_secs(60))));
+        assert_eq!((conn.counters().delivered, conn.counters().deleted), (1, 0));
+        drop(conn);
+        sys.0.msg_send_pulse(stop, -1, 1, 0).unwrap();
+        t.join().unwrap();
+        assert_eq!(GmdReceiver::read_log(&log).unwrap().0[0].payload, b"late");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -25,8 +25,10 @@ pub struct ReceiverOptions {
     /// false (only sender, incarnation and sequence number).
     pub keep_payloads: bool,
     /// When records are made durable (`fdatasync`). A record is in the page cache before the
-    /// acknowledgement either way, which survives the kill of the server; syncing covers a host
-    /// crash. Default: [`Durability::Batch`] of 64.
+    /// acknowledgement either way, which survives the kill of the server. Surviving a host crash
+    /// needs [`Durability::EachRecord`] here **and** in the sender's area: with a batch, a crash
+    /// can lose records of messages already acknowledged (and so gone from the sender).
+    /// Default: [`Durability::Batch`] of 64.
     pub durability: Durability,
     /// How long [`GmdReceiver::open`] waits for the log's lock while a previous server holding
     /// it is still exiting. Default: 5 s.
@@ -112,11 +114,13 @@ impl GmdReceiver {
             .truncate(false)
             .write(true)
             .open(&lock_path)?;
-        let until = Instant::now() + opts.lock_wait;
+        let until = Instant::now().checked_add(opts.lock_wait);
         loop {
             match lock.try_lock() {
                 Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                Err(std::fs::TryLockError::WouldBlock)
+                    if until.is_none_or(|u| Instant::now() < u) =>
+                {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => return Err(GmdError::InUse(path)),
@@ -193,6 +197,10 @@ impl GmdReceiver {
             ],
         );
         self.file.write_all(&rec)?;
+        // Recorded (in the page cache) from here: a failed sync below must not let a resend
+        // be written a second time.
+        self.last
+            .insert((d.sender.to_owned(), d.incarnation), d.seq);
         self.unsynced += 1;
         let due = match self.opts.durability {
             Durability::EachRecord => true,
@@ -202,8 +210,6 @@ impl GmdReceiver {
             self.file.sync_data()?;
             self.unsynced = 0;
         }
-        self.last
-            .insert((d.sender.to_owned(), d.incarnation), d.seq);
         Ok(Accepted::New)
     }
 
@@ -219,8 +225,9 @@ impl GmdReceiver {
     /// # Errors
     ///
     /// The errno the sender was answered with: `EBADMSG` for a malformed message, the
-    /// effect's own errno (the sender raises a refused-failure event), `EIO` if the record
-    /// could not be written.
+    /// effect's own errno (the sender raises a refused-failure event; `EAGAIN` asks it to send
+    /// again later instead), `EAGAIN` if the record could not be written (a passing disk
+    /// problem must not make the sender give the message up).
     pub fn serve<'m>(
         &mut self,
         sys: &System,
@@ -254,8 +261,8 @@ impl GmdReceiver {
             }
             Err(e) => {
                 tracing::warn!(log = %self.path.display(), error = %e, "GMD receiver cannot record");
-                let _ = sys.msg_error(rcvid, Errno::IO);
-                Err(Errno::IO)
+                let _ = sys.msg_error(rcvid, Errno::AGAIN);
+                Err(Errno::AGAIN)
             }
         }
     }

@@ -81,8 +81,9 @@ pub fn serve(
                     }
                     Ok(Accepted::Duplicate) => ack::DUPLICATE,
                     Err(e) => {
+                        // EAGAIN: the sender tries again later rather than give the message up.
                         eprintln!("gmd-server: cannot record: {e}");
-                        let _ = sys.msg_error(rcvid, Errno::IO);
+                        let _ = sys.msg_error(rcvid, Errno::AGAIN);
                         continue;
                     }
                 };
@@ -137,6 +138,7 @@ pub fn client(
                 last_error.map_or("none".into(), |e| e.to_string())
             ),
             FailureReason::Refused(e) => format!("refused ({e})"),
+            FailureReason::Unsendable(e) => format!("unsendable ({e})"),
         };
         println!("failure {} {reason}", f.seq);
         match on_failure {
