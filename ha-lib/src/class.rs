@@ -477,11 +477,14 @@ impl Dialog<'_> {
             match sys.msg_send(coid, req, reply) {
                 Ok(status) => {
                     let n = (status.max(0) as usize).min(reply.len());
-                    self.log.push(Exchange {
-                        req: req.to_vec(),
-                        status,
-                        reply: reply[..n].to_vec(),
-                    });
+                    // Only a replayable dialog needs its history.
+                    if self.replay == Replay::Replayable {
+                        self.log.push(Exchange {
+                            req: req.to_vec(),
+                            status,
+                            reply: reply[..n].to_vec(),
+                        });
+                    }
                     lock(&self.class.counters).answered += 1;
                     return Ok(status);
                 }

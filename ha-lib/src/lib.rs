@@ -45,7 +45,10 @@
 //! send states), `helpers` (the covers and the reconnect helpers, as methods of [`Ha`]),
 //! [`class`] (Pathsend-style server classes: sends spread over members, and the outcome-unknown
 //! error when a member dies holding a request that must not be repeated; dialogs), [`tx`] (the
-//! transaction store that makes a reissued request exactly-once for the server's effects).
+//! transaction store that makes a reissued request exactly-once for the server's effects, and
+//! transactions of several requests all-or-nothing), [`gmd`] (SmartSockets-style guaranteed
+//! delivery: one-way messages kept in a delivery area until acknowledged, with delivery
+//! timeouts and a failure callback). `docs/patterns.md` says which to use when.
 #![forbid(unsafe_code)]
 
 pub mod class;
