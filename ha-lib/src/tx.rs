@@ -468,15 +468,23 @@ mod tests {
         }
     }
 
-    fn tmp(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("qsim-tx-unit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A directory removed on drop, even when the test fails.
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(tag: &str) -> (PathBuf, Rm) {
+        let d = std::env::temp_dir().join(format!("qsim-tx-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        (d.clone(), Rm(d))
     }
 
     #[test]
     fn applied_once_answered_from_the_record_and_a_corrupt_ledger_is_an_error() {
-        let dir = tmp("one");
+        let (dir, _rm) = tmp("one");
         let s = TxStore::open(&dir).unwrap();
         assert_eq!(
             s.apply(1, add("acct", 5)).unwrap(),
@@ -501,12 +509,11 @@ mod tests {
             s.apply(3, add("acct", 1)),
             Err(TxError::Io(e)) if e.kind() == io::ErrorKind::InvalidData
         ));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn steps_lock_what_they_change_and_an_abort_rolls_them_all_back() {
-        let dir = tmp("steps");
+        let (dir, _rm) = tmp("steps");
         let s = TxStore::open(&dir).unwrap();
         s.apply(1, add("a", 100)).unwrap();
         // Transaction 10: move 30 from a to b, in two steps.
@@ -543,12 +550,11 @@ mod tests {
         ));
         let snap = s.snapshot().unwrap();
         assert_eq!((snap.committed, snap.open), (vec![1, 11], vec![]));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn an_open_transaction_whose_owner_died_is_aborted() {
-        let dir = tmp("orphan");
+        let (dir, _rm) = tmp("orphan");
         let s = TxStore::open(&dir).unwrap();
         // The owner: a child killed on drop, even if the test fails.
         struct Child(std::process::Child);
@@ -575,6 +581,5 @@ mod tests {
         s.apply(6, add("y", 1)).unwrap();
         let snap = s.snapshot().unwrap();
         assert_eq!((snap.open, snap.state.get("x")), (vec![], None));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1316,3 +1316,78 @@ pub fn transfer(args: &TransferArgs) -> ExitCode {
         Err(e) => fail(who, format!("transaction {}: {e}", args.txid)),
     }
 }
+
+/// Prints a guaranteed-delivery file: a receiver's log (what it accepted) or a sender's area
+/// (what is still to deliver), with the damage found.
+pub fn gmd_log(path: &std::path::Path, limit: usize) -> ExitCode {
+    let who = "gmd-log";
+    let show = |p: &[u8]| {
+        let t = String::from_utf8_lossy(&p[..p.len().min(60)]).into_owned();
+        let t: String = t
+            .chars()
+            .map(|c| if c.is_control() { '.' } else { c })
+            .collect();
+        if p.len() > 60 {
+            format!("{t}... ({} bytes)", p.len())
+        } else {
+            t
+        }
+    };
+    let (seen, damage) = match ha_lib::gmd::GmdReceiver::read_log(path) {
+        Ok(r) => r,
+        Err(e) => return fail(who, format!("{}: {e}", path.display())),
+    };
+    if !seen.is_empty() {
+        println!(
+            "receiver log {}: {} messages accepted",
+            path.display(),
+            seen.len()
+        );
+        let mut last: std::collections::BTreeMap<(&str, u64), u64> = Default::default();
+        for s in &seen {
+            let e = last.entry((s.sender.as_str(), s.incarnation)).or_default();
+            *e = (*e).max(s.seq);
+        }
+        for ((sender, inc), seq) in &last {
+            println!("  sender {sender} incarnation {inc}: last seq {seq}");
+        }
+        for s in seen.iter().take(limit) {
+            println!(
+                "  {} {} seq {}: {}",
+                s.sender,
+                s.incarnation,
+                s.seq,
+                show(&s.payload)
+            );
+        }
+        if seen.len() > limit {
+            println!("  ... {} more (--limit)", seen.len() - limit);
+        }
+    } else {
+        let area = match ha_lib::gmd::read_area(path) {
+            Ok(a) => a,
+            Err(e) => return fail(who, format!("{}: {e}", path.display())),
+        };
+        println!(
+            "sender area {}: incarnation {}, next seq {}, {} messages pending",
+            path.display(),
+            area.incarnation.map_or("none".into(), |i| i.to_string()),
+            area.next_seq,
+            area.pending.len()
+        );
+        for (seq, p) in area.pending.iter().take(limit) {
+            println!("  seq {seq}: {}", show(p));
+        }
+        if area.pending.len() > limit {
+            println!("  ... {} more (--limit)", area.pending.len() - limit);
+        }
+        for d in &area.damage {
+            println!("  damage: {d}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    for d in &damage {
+        println!("  damage: {d}");
+    }
+    ExitCode::SUCCESS
+}

@@ -299,5 +299,14 @@ fn a_client_killed_and_restarted_on_a_file_area_loses_nothing() {
             .len(),
         1
     );
+    // The tool says the same.
+    let out = Command::new(QSIM)
+        .arg("gmd-log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains(": 2000 messages accepted"), "{out}");
+    assert!(out.contains(": last seq 2000"), "{out}");
     eprintln!("gmd client restart: {recovered} recovered from the area; {summary}");
 }

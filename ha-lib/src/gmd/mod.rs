@@ -417,6 +417,40 @@ fn new_incarnation() -> u64 {
     t ^ (u64::from(std::process::id()) << 40)
 }
 
+/// What a sender's area file holds ([`read_area`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AreaContents {
+    /// The area's incarnation (`None`: no record names one).
+    pub incarnation: Option<u64>,
+    /// The sequence number the next message would get.
+    pub next_seq: u64,
+    /// The messages not yet taken out, in order: sequence number and payload.
+    pub pending: Vec<(u64, Vec<u8>)>,
+    /// The damage found.
+    pub damage: Vec<Damage>,
+}
+
+/// Reads a sender's area file (`<dir>/<sender>.gmd`) without opening the area: for tools
+/// (`qsim gmd-log`) and post-mortems. It takes no lock and changes nothing.
+///
+/// # Errors
+///
+/// The I/O error of the read (a missing file is an empty area).
+pub fn read_area(path: impl AsRef<std::path::Path>) -> std::io::Result<AreaContents> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let l = area::load(&bytes);
+    Ok(AreaContents {
+        incarnation: l.incarnation,
+        next_seq: l.next_seq,
+        pending: l.pending.into_iter().map(|(s, m)| (s, m.payload)).collect(),
+        damage: l.damage,
+    })
+}
+
 /// A guaranteed-delivery connection: a delivery area and the background sender that empties it.
 /// Dropping it (or [`GmdConn::close`]) stops the sender; a file area keeps what was not
 /// delivered for the next connection with the same sender name.
@@ -1088,10 +1122,18 @@ mod tests {
         }
     }
 
-    fn tmp(tag: &str) -> PathBuf {
+    /// A directory removed on drop, even when the test fails.
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(tag: &str) -> (PathBuf, Rm) {
         let d = std::env::temp_dir().join(format!("qsim-gmd-unit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        d
+        (d.clone(), Rm(d))
     }
 
     /// A receiving server thread on name `name`, keeping payloads in `log`, until a pulse.
@@ -1138,7 +1180,7 @@ mod tests {
     #[test]
     fn messages_are_delivered_in_order_and_a_refusal_reaches_the_callback() {
         let sys = Sys::new("order");
-        let dir = tmp("order");
+        let (dir, _rm) = tmp("order");
         let log = dir.join("rx.log");
         let (t, stop) = server(&sys.0, "gmd-order", log.clone());
         let refused = Arc::new(Mutex::new(Vec::new()));
@@ -1177,13 +1219,12 @@ mod tests {
         assert_eq!(seqs, want);
         assert_eq!(seen[0].payload, 0u32.to_le_bytes());
         assert!(seen.iter().all(|s| s.sender == "unit"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_file_area_comes_back_after_close_and_damage_is_reported_with_good_records_kept() {
         let sys = Sys::new("area");
-        let dir = tmp("area");
+        let (dir, _rm) = tmp("area");
         let cfg = || {
             GmdConfig::file(&dir, "area-unit", Durability::EachRecord)
                 .delivery_timeout(None)
@@ -1242,7 +1283,6 @@ mod tests {
             ),
             Err(GmdError::BadSender(_))
         ));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1290,7 +1330,7 @@ mod tests {
     #[test]
     fn a_recovered_message_past_its_deadline_is_tried_before_it_is_failed() {
         let sys = Sys::new("late");
-        let dir = tmp("late");
+        let (dir, _rm) = tmp("late");
         let cfg = |target_cb: bool| {
             let c = GmdConfig::file(&dir, "late-unit", Durability::EachRecord)
                 .delivery_timeout(Some(Duration::from_millis(5)))
@@ -1319,6 +1359,5 @@ mod tests {
         sys.0.msg_send_pulse(stop, -1, 1, 0).unwrap();
         t.join().unwrap();
         assert_eq!(GmdReceiver::read_log(&log).unwrap().0[0].payload, b"late");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -93,6 +93,14 @@ enum Cmd {
     },
     /// Send messages (or a pulse) to a server by name or path, and print the replies.
     Send(SendArgs),
+    /// Print a guaranteed-delivery file: a receiver's log or a sender's area, and any damage.
+    GmdLog {
+        /// The file (a `gmd-server --log` file, or an area's `<sender>.gmd`).
+        file: std::path::PathBuf,
+        /// Print at most this many messages.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Run the benchmark report (benches' latency-report; arguments are passed on).
     Bench {
         /// Arguments for the report (such as --quick, --json).
@@ -329,6 +337,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::GmdServer(a)) => gmd_server(&a),
         Cmd::Run(Example::GmdClient(a)) => gmd_client(&a),
         Cmd::Send(a) => send(&a),
+        Cmd::GmdLog { file, limit } => resmgr_examples::cli::gmd_log(&file, limit),
         Cmd::Bench { args } => bench(&args),
         Cmd::Ham(a) => ham(&a),
         Cmd::HamCtl(a) => ham_ctl(&a),
