@@ -58,6 +58,9 @@ mod helpers;
 pub mod policy;
 pub mod tx;
 
+#[cfg(test)]
+mod test_support;
+
 pub use ha::{Counters, Ha, HaCtrl, Limit, DEFAULT_RECOVERIES_PER_SEND, REPLACE_RECOVERY_FN};
 pub use kernel_sim::{Coid, Errno};
 pub use policy::{RetryPolicy, SendState};

@@ -468,18 +468,8 @@ mod tests {
         }
     }
 
-    /// A directory removed on drop, even when the test fails.
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn tmp(tag: &str) -> (PathBuf, Rm) {
-        let d = std::env::temp_dir().join(format!("qsim-tx-unit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        (d.clone(), Rm(d))
+    fn tmp(tag: &str) -> (PathBuf, crate::test_support::Rm) {
+        crate::test_support::tmp("qsim-tx-unit", tag)
     }
 
     #[test]

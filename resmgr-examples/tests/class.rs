@@ -5,7 +5,7 @@
 
 use ha_lib::class::{ClassError, Replay, Send, ServerClass};
 use kernel_sim::Limits;
-use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use qsim_tests::{small_limits, Helper, Scratch, TestSystem, Watchdog};
 use resmgr_examples::examples::class_member;
 use resmgr_examples::journal::Journal;
 use std::collections::HashMap;
@@ -336,16 +336,8 @@ fn a_replayable_dialog_is_replayed_on_a_new_member_and_a_different_reply_aborts_
 fn transactions_take_effect_exactly_once_while_members_are_killed() {
     let _w = Watchdog::new("class_tx", 120);
     let sc = Scene::new("class-tx");
-    let store =
-        std::env::temp_dir().join(format!("qsimtest-class-tx-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&store);
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(store.clone());
+    let scratch = Scratch::new("class-tx-store");
+    let store = scratch.0.clone();
     let member = || sc.member_with("bank", 400, &["--store".as_ref(), store.as_os_str()]);
     let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
     let class = ServerClass::open(&sc.ts.sys, "bank").unwrap();
@@ -392,16 +384,8 @@ fn transfers_of_several_requests_commit_once_and_one_whose_owner_dies_is_aborted
     use kernel_sim::Errno;
     let _w = Watchdog::new("class_transfers", 180);
     let sc = Scene::new("class-xfer");
-    let store =
-        std::env::temp_dir().join(format!("qsimtest-class-xfer-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&store);
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(store.clone());
+    let scratch = Scratch::new("class-xfer-store");
+    let store = scratch.0.clone();
     let member = || sc.member_with("xfer", 300, &["--store".as_ref(), store.as_os_str()]);
     let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
     let class = ServerClass::open(&sc.ts.sys, "xfer").unwrap();

@@ -104,15 +104,8 @@ fn an_echo_client_without_a_system_says_what_to_do() {
 
 #[test]
 fn the_demo_exits_zero_its_summary_matches_the_servers_records_and_it_leaves_nothing() {
-    let dir = std::env::temp_dir().join(format!("qsimtest-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    struct Rm(std::path::PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
+    let scratch = qsim_tests::Scratch::new("demo");
+    let dir = scratch.0.clone();
     let mut child = Guard(
         Command::new(env!("CARGO_BIN_EXE_qsim"))
             .args([

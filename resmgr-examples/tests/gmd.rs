@@ -6,32 +6,14 @@
 
 use ha_lib::gmd::{FailureAction, FailureReason, GmdConfig, GmdConn, GmdReceiver, Seen, Target};
 use kernel_sim::Errno;
-use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use qsim_tests::{small_limits, Helper, Scratch, TestSystem, Watchdog};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 const QSIM: &str = env!("CARGO_BIN_EXE_qsim");
-
-/// A directory of the test's own, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("qsimtest-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Starts `qsim run gmd-server` on `name` with inbox `log` (and `extra` arguments), and waits
 /// for its ready line.
@@ -81,8 +63,8 @@ type Event = (u64, FailureReason, String, String);
 fn server_down_longer_than_the_timeout_fires_the_callback_and_resend_and_delete_work() {
     let _w = Watchdog::new("gmd down", 120);
     let ts = TestSystem::new("gmd-down", small_limits());
-    let dir = Dir::new("gmd-down");
-    let log = dir.0.join("inbox");
+    let dir = Scratch::new("gmd-down");
+    let log = dir.path("inbox");
     // The callback: resend the `keep` messages, delete the `drop` one; record every event.
     let events: Arc<(Mutex<Vec<Event>>, Condvar)> = Arc::default();
     let ev = Arc::clone(&events);
@@ -159,8 +141,8 @@ fn server_down_longer_than_the_timeout_fires_the_callback_and_resend_and_delete_
 fn a_server_killed_and_restarted_under_a_stream_gets_everything_once_in_order() {
     let _w = Watchdog::new("gmd restart", 300);
     let ts = TestSystem::new("gmd-restart", small_limits());
-    let dir = Dir::new("gmd-restart");
-    let log = dir.0.join("inbox");
+    let dir = Scratch::new("gmd-restart");
+    let log = dir.path("inbox");
     // The first server crashes between recording message 100 and acknowledging it: the
     // sender must send it again, and the next server must drop it.
     let crashing = server_with(&ts, "gmd-restart", &log, 100, &["--crash-after", "100"]);
@@ -227,9 +209,9 @@ fn a_server_killed_and_restarted_under_a_stream_gets_everything_once_in_order() 
 fn a_client_killed_and_restarted_on_a_file_area_loses_nothing() {
     let _w = Watchdog::new("gmd client restart", 300);
     let ts = TestSystem::new("gmd-client", small_limits());
-    let dir = Dir::new("gmd-client");
-    let log = dir.0.join("inbox");
-    let area = dir.0.join("area");
+    let dir = Scratch::new("gmd-client");
+    let log = dir.path("inbox");
+    let area = dir.path("area");
     // A slow server, so that the client is killed with messages queued and in flight.
     let srv = server(&ts, "gmd-client", &log, 300);
     let client = || {

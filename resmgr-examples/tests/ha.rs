@@ -5,7 +5,7 @@
 
 use ha_lib::{Ha, HaCtrl, Limit, RetryPolicy, REPLACE_RECOVERY_FN};
 use kernel_sim::{iomsg, Chid, Coid, Errno, Limits, Pid, Received, System};
-use qsim_tests::{small_limits, Helper, TestSystem, Watchdog};
+use qsim_tests::{small_limits, Helper, Scratch, TestSystem, Watchdog};
 use resmgr_examples::journal::Journal;
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,22 +34,6 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("qsimtest-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -6,36 +6,15 @@
 
 use kernel_sim::iomsg::{self, dcmd};
 use kernel_sim::{Chid, Coid, Errno, Pid, System};
-use qsim_tests::{small_limits, Helper, TestSystem};
+use qsim_tests::{small_limits, Helper, Scratch, TestSystem};
 use resmgr_examples::examples::counter;
 use resmgr_examples::journal::{Journal, Record};
 use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const QSIM: &str = env!("CARGO_BIN_EXE_qsim");
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("qsimtest-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Starts `qsim run <example> --system <sys> <args>` and waits for its "serves" line.
 fn server(ts: &TestSystem, example: &str, args: &[&str]) -> Helper {

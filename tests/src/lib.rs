@@ -7,6 +7,7 @@
 
 use kernel_sim::{Limits, System, SystemBuilder};
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -39,6 +40,31 @@ impl TestSystem {
 impl Drop for TestSystem {
     fn drop(&mut self) {
         let _ = kernel_sim::remove_system(&self.name);
+    }
+}
+
+/// A scratch directory `<tmp>/qsimtest-<tag>-<pid>`, created empty and removed on drop, even
+/// when the test fails.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates it (emptied if a killed run left it).
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("{PREFIX}{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
