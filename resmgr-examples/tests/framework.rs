@@ -1,6 +1,7 @@
 //! The dispatch framework's own promises, in one process: timer and client pulses reach the
-//! `pulse` handler, a pool of receiving threads stops on `stop`, and a handler's journal record
-//! precedes the framework's.
+//! `pulse` handler, a pool of receiving threads stops on `stop`, a handler's journal record
+//! precedes the framework's, and a server-defined message handler can take guaranteed
+//! deliveries (ha-lib's gmd) sent to a path.
 
 use kernel_sim::Limits;
 use qsim_tests::{small_limits, TestSystem};
@@ -107,4 +108,56 @@ fn name_open_on_a_dispatch_with_paths_needs_no_open_handler() {
         d.stop().unwrap();
         pool.join().unwrap().unwrap();
     });
+}
+
+#[test]
+fn a_resource_manager_takes_guaranteed_deliveries_on_a_path() {
+    use ha_lib::gmd::{wire, Accepted, Delivery, GmdConfig, GmdConn, GmdReceiver, Target};
+    // The server side in the framework: a server-defined message handler.
+    struct Inbox(Mutex<GmdReceiver>);
+    impl ResourceManager for Inbox {
+        type Ocb = ();
+        fn open(&self, _: &Ctx<'_>, _: &OpenRequest<'_>) -> Result<(), kernel_sim::Errno> {
+            Ok(())
+        }
+        fn msg(&self, _: &Ctx<'_>, msg: &[u8], _: &mut Vec<u8>) -> Result<i32, kernel_sim::Errno> {
+            let d = Delivery::decode(msg)?;
+            match self.0.lock().unwrap().accept(&d) {
+                Ok(Accepted::New) => Ok(wire::ack::NEW),
+                Ok(Accepted::Duplicate) => Ok(wire::ack::DUPLICATE),
+                Err(_) => Err(kernel_sim::Errno::AGAIN),
+            }
+        }
+    }
+    let ts = TestSystem::new("rm-gmd", small_limits());
+    let scratch = qsim_tests::Scratch::new("rm-gmd");
+    let log = scratch.path("inbox");
+    let rx = GmdReceiver::open(&log, Default::default()).unwrap();
+    let sys = &ts.sys;
+    let mut d = Dispatch::new(sys, Inbox(Mutex::new(rx))).unwrap();
+    d.attach("/dev/inbox", 0).unwrap();
+    std::thread::scope(|s| {
+        let pool = s.spawn(|| d.run(2));
+        let conn = GmdConn::open(
+            sys,
+            Target::Path("/dev/inbox".into()),
+            GmdConfig::new().sender("rm-test"),
+        )
+        .unwrap();
+        for i in 0..50u32 {
+            conn.send(&i.to_le_bytes()).unwrap();
+        }
+        assert!(conn.wait_idle(Some(Duration::from_secs(60))));
+        assert_eq!(conn.counters().delivered, 50);
+        conn.close().unwrap();
+        d.stop().unwrap();
+        let stats = pool.join().unwrap().unwrap();
+        // The sender's connection was opened once and closed with _IO_CLOSE.
+        assert_eq!((stats.opens, stats.closes), (1, 1));
+    });
+    let (seen, _) = GmdReceiver::read_log(&log).unwrap();
+    assert_eq!(
+        seen.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
 }
