@@ -584,3 +584,44 @@ impl Drop for ServerClass {
         *n = n.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel_sim::SystemBuilder;
+
+    #[test]
+    fn a_process_may_have_64_classes_open_and_no_more() {
+        let name = format!("qsimtest-class-limit-{}", std::process::id());
+        let _ = kernel_sim::remove_system(&name);
+        struct Rm(String);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = kernel_sim::remove_system(&self.0);
+            }
+        }
+        let _rm = Rm(name.clone());
+        let sys = SystemBuilder::new().name(&name).create().unwrap();
+        // A member (opening a class only resolves its members; nobody needs to receive).
+        let chid = sys.channel_create(0).unwrap();
+        sys.resmgr_attach(chid, &class_path("many"), 0).unwrap();
+        let mut open: Vec<ServerClass> = (0..MAX_CLASSES)
+            .map(|i| ServerClass::open(&sys, "many").unwrap_or_else(|e| panic!("class {i}: {e}")))
+            .collect();
+        assert!(matches!(
+            ServerClass::open(&sys, "many"),
+            Err(ClassError::TooManyClasses)
+        ));
+        // A configuration error is not counted; closing one makes room.
+        assert!(matches!(
+            ServerClass::open(&sys, "nobody"),
+            Err(ClassError::TooManyClasses)
+        ));
+        open.pop();
+        assert!(matches!(
+            ServerClass::open(&sys, "nobody"),
+            Err(ClassError::UnknownClass)
+        ));
+        assert!(ServerClass::open(&sys, "many").is_ok());
+    }
+}

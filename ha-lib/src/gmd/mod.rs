@@ -213,6 +213,13 @@ impl GmdConfig {
         }
     }
 
+    /// Where the messages wait: [`Area::Memory`], or [`Area::File`] (which needs a
+    /// [`GmdConfig::sender`]; [`GmdConfig::file`] sets both).
+    pub fn area(mut self, area: Area) -> Self {
+        self.area = area;
+        self
+    }
+
     /// The sender's name (for a memory area it defaults to `mem-<pid>`).
     pub fn sender(mut self, name: &str) -> Self {
         self.sender = Some(name.to_owned());
