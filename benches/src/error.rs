@@ -47,6 +47,8 @@ pub enum BenchError {
     },
     /// An iceoryx2 call failed.
     Iceoryx(String),
+    /// A guaranteed-delivery call (ha-lib's `gmd`) failed.
+    Gmd(ha_lib::gmd::GmdError),
 }
 
 impl fmt::Display for BenchError {
@@ -62,6 +64,7 @@ impl fmt::Display for BenchError {
             BenchError::Exchange(s) => write!(f, "broken exchange: {s}"),
             BenchError::Io { what, error } => write!(f, "{what}: {error}"),
             BenchError::Iceoryx(s) => write!(f, "iceoryx2: {s}"),
+            BenchError::Gmd(e) => write!(f, "guaranteed delivery: {e}"),
         }
     }
 }
@@ -73,6 +76,7 @@ impl std::error::Error for BenchError {
             BenchError::Io { error, .. } => Some(error),
             BenchError::System(e) => Some(e),
             BenchError::Kernel { errno, .. } => Some(errno),
+            BenchError::Gmd(e) => Some(e),
             _ => None,
         }
     }
@@ -81,6 +85,12 @@ impl std::error::Error for BenchError {
 impl From<SystemError> for BenchError {
     fn from(e: SystemError) -> Self {
         BenchError::System(e)
+    }
+}
+
+impl From<ha_lib::gmd::GmdError> for BenchError {
+    fn from(e: ha_lib::gmd::GmdError) -> Self {
+        BenchError::Gmd(e)
     }
 }
 

@@ -25,9 +25,11 @@
 //! Cases: `msg_send` (adaptive) and `msg_send_blocking`, `msg_sendv` (4 parts), the floors
 //! (`spin_floor`, `futex_floor`, `memcpy`), the peers (`pipe`, `uds_stream`, `uds_seqpacket`,
 //! `iceoryx2`), `throughput_<mode>_c<clients>_r<receivers>`, `ha_msg_send` (timed interleaved
-//! with `msg_send_paired`) and the recovery rows (`recovery_detect`, `restart`,
-//! `recovery_total`), in placements `apart` (client CPU 0, server CPU 1), `same` (both CPU 0) and
-//! `none` ([`process::Placement`]). The method is in `docs/benchmarks.md`.
+//! with `msg_send_paired`), the recovery rows (`recovery_detect`, `restart`,
+//! `recovery_total`) and the guaranteed-delivery rows (`gmd_memory`, `gmd_file_batch64`,
+//! `gmd_file_each`: ns per message of a stream, beside `msg_send`; informative), in placements
+//! `apart` (client CPU 0, server CPU 1), `same` (both CPU 0) and `none`
+//! ([`process::Placement`]). The method is in `docs/benchmarks.md`.
 //!
 //! Module map:
 //!
@@ -35,6 +37,8 @@
 //! - [`peers`]: pipe and Unix-socket echo peers; [`iox`]: the iceoryx2 request-response peer.
 //! - [`throughput`]: several client processes against one server.
 //! - [`ha`]: `ha_msg_send` on a coid ha-lib recovers, and the kill-and-restart recovery rows.
+//! - [`gmd`]: the guaranteed-delivery rows: a `gmd-server` peer (ha-lib's `GmdReceiver`), the
+//!   client's `GmdConn` streams, and the temporary directory of their log and area.
 //! - [`role`]: the peer programs the clients start (this binary again, in another role).
 //! - [`process`]: peer processes, CPU placement, the watchdog, cleanup of shared files.
 //! - [`report`]: the report's cases, statistics, table, JSON, SVG and targets.
@@ -46,6 +50,7 @@
 
 pub mod error;
 pub mod floor;
+pub mod gmd;
 pub mod ha;
 pub mod iox;
 pub mod peers;

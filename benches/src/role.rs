@@ -62,15 +62,18 @@ pub enum Role {
     IceoryxServer,
     /// Sends to a `kernel-server` as fast as it can and counts (see [`crate::throughput`]).
     ThroughputClient,
+    /// Receives guaranteed deliveries on a name and records them (see [`crate::gmd`]).
+    GmdServer,
 }
 
-const ROLES: [Role; 6] = [
+const ROLES: [Role; 7] = [
     Role::KernelServer,
     Role::SpinServer,
     Role::FutexServer,
     Role::StreamServer,
     Role::IceoryxServer,
     Role::ThroughputClient,
+    Role::GmdServer,
 ];
 
 impl Role {
@@ -83,6 +86,7 @@ impl Role {
             Role::StreamServer => "stream-server",
             Role::IceoryxServer => "iceoryx2-server",
             Role::ThroughputClient => "throughput-client",
+            Role::GmdServer => "gmd-server",
         }
     }
 
@@ -135,6 +139,7 @@ fn run(role: Role) -> Result<(), BenchError> {
         Role::StreamServer => crate::peers::serve_from_env(),
         Role::IceoryxServer => crate::iox::serve_from_env(),
         Role::ThroughputClient => crate::throughput::client_from_env(),
+        Role::GmdServer => crate::gmd::serve_from_env(),
     }
 }
 

@@ -4,6 +4,11 @@
 //! warms up, then times each round trip on its own ([`Sampled`]); a row's median is the median of
 //! its per-repeat medians, its p99 is over all its samples.
 //!
+//! The guaranteed-delivery rows ([`CaseKind::Gmd`]: `gmd_memory`, `gmd_file_batch64`,
+//! `gmd_file_each`, 8 B, `apart`) give nanoseconds per message of a stream delivered through
+//! ha-lib's `GmdConn` ([`crate::gmd`]), one sample per stream; they are informative (no target)
+//! and compared with the `msg_send` 8 B `apart` row of the same run ([`GMD_REFERENCE`]).
+//!
 //! Most cases give one row. Two give several, from the same runs: the HA pair ([`CaseKind::HaPair`]:
 //! `ha_msg_send` and the `msg_send_paired` it is timed against, run by run) and the recovery
 //! cycles ([`CaseKind::Recovery`]: `recovery_detect`, `restart`, `recovery_total`).
@@ -17,6 +22,7 @@ pub mod targets;
 use crate::error::BenchError;
 use crate::floor::os::PairKind;
 use crate::floor::Handoff;
+use crate::gmd::{GmdArea, GmdPeer, GMD_PAYLOAD};
 use crate::ha::{recovery_cycle, HaPeer, HA_PAYLOAD};
 use crate::iox::IceoryxPeer;
 use crate::peers::{self, StreamPeer};
@@ -45,6 +51,9 @@ pub const HA_PAIR_RUNS: u32 = 10;
 pub const HA_ROWS: [&str; 2] = ["ha_msg_send", "msg_send_paired"];
 /// The rows of the recovery cycles.
 pub const RECOVERY_ROWS: [&str; 3] = ["recovery_detect", "restart", "recovery_total"];
+/// The row the guaranteed-delivery rows are compared with (same payload and placement, same
+/// run): a plain round trip per message.
+pub const GMD_REFERENCE: &str = "msg_send";
 
 /// What a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,9 @@ pub enum CaseKind {
     HaPair,
     /// Kill-and-restart cycles of a server an HA client is blocked on: rows [`RECOVERY_ROWS`].
     Recovery,
+    /// Streams of one-way messages through a guaranteed-delivery connection with this area,
+    /// ns per message (informative).
+    Gmd(GmdArea),
 }
 
 impl CaseKind {
@@ -114,6 +126,10 @@ pub struct Timing {
     /// Recovery: how long after the kill the new server is started (zero: at once, the issue's
     /// method).
     pub restart_delay: Duration,
+    /// Guaranteed delivery: messages per timed stream (one sample each).
+    pub gmd_messages: u64,
+    /// Guaranteed delivery: timed streams per repeat (after one untimed stream of a quarter).
+    pub gmd_streams: usize,
 }
 
 impl Timing {
@@ -129,6 +145,8 @@ impl Timing {
             window: Duration::from_millis(10),
             recovery_cycles: 15,
             restart_delay: Duration::ZERO,
+            gmd_messages: 1000,
+            gmd_streams: 5,
         }
     }
 
@@ -144,6 +162,8 @@ impl Timing {
             window: Duration::from_millis(10),
             recovery_cycles: 3,
             restart_delay: Duration::ZERO,
+            gmd_messages: 500,
+            gmd_streams: 3,
         }
     }
 }
@@ -218,6 +238,12 @@ pub fn all_cases() -> (Vec<Case>, Vec<(Case, String)>) {
             }
             if payload == HA_PAYLOAD {
                 add("ha_msg_send", payload, CaseKind::HaPair);
+            }
+            // Informative, and compared with `msg_send` 8 B `apart` only.
+            if payload == GMD_PAYLOAD && placement == PlacementKind::Apart {
+                for area in GmdArea::ALL {
+                    add(area.row(), payload, CaseKind::Gmd(area));
+                }
             }
         }
     }
@@ -329,9 +355,11 @@ pub fn median(v: &[f64]) -> Option<f64> {
 /// sockets; `spin_floor` for adaptive cases and iceoryx2 `apart`; `futex_floor` for adaptive
 /// cases `same`; a floor with itself; none for `memcpy`, throughput and recovery. `ha_msg_send`
 /// is compared with `msg_send_paired`, the `msg_send` runs interleaved with it (the issue's
-/// ratio); `msg_send_paired` with its floor, as `msg_send`.
+/// ratio); `msg_send_paired` with its floor, as `msg_send`. The guaranteed-delivery rows are
+/// compared with `msg_send` ([`GMD_REFERENCE`]).
 pub fn floor_of(case: &Case) -> Option<&'static str> {
     match case.kind {
+        CaseKind::Gmd(_) => Some(GMD_REFERENCE),
         CaseKind::HaPair if case.name == HA_ROWS[0] => Some(HA_ROWS[1]),
         CaseKind::HaPair => match case.placement {
             PlacementKind::Apart => Some("spin_floor"),
@@ -507,6 +535,36 @@ fn recovery_cycles(placement: &Placement, t: &Timing) -> Result<Outcome, BenchEr
     Ok(Outcome { rows, note: None })
 }
 
+/// One repeat of a guaranteed-delivery row: a `gmd-server` and a connection to it, then
+/// `t.gmd_streams` timed streams of `t.gmd_messages` messages under a watchdog.
+fn gmd_streams(
+    what: &str,
+    area: GmdArea,
+    placement: &Placement,
+    t: &Timing,
+) -> Result<Outcome, BenchError> {
+    let mut peer = GmdPeer::start(area, placement)?;
+    let (pids, files) = peer.resources();
+    let watchdog = Watchdog::arm(what.to_owned(), CASE_LIMIT, pids, files);
+    let mut out = Vec::new();
+    let measured = peer.measure(t.gmd_messages, t.gmd_streams, &mut out);
+    let stopped = peer.stop();
+    drop(watchdog);
+    measured?;
+    let d = stopped?;
+    Ok(Outcome {
+        rows: vec![(area.row().to_owned(), out)],
+        note: Some(format!(
+            "{} streams of {}; {} messages recorded once each, {} duplicates, {} attempts",
+            t.gmd_streams.max(1),
+            t.gmd_messages.max(1),
+            d.server.new,
+            d.server.duplicates,
+            d.client.attempts
+        )),
+    })
+}
+
 /// Runs one repeat of `case` in `placement` (already applied to this thread); returns the
 /// samples of each of its rows in nanoseconds.
 ///
@@ -554,6 +612,7 @@ pub fn run_once(case: &Case, placement: &Placement, t: &Timing) -> Result<Outcom
         }
         CaseKind::HaPair => return checked(ha_pair(&what, placement, t)?),
         CaseKind::Recovery => return checked(recovery_cycles(placement, t)?),
+        CaseKind::Gmd(area) => return checked(gmd_streams(&what, area, placement, t)?),
     }
     checked(Outcome {
         rows: vec![(case.name.clone(), out)],
@@ -721,6 +780,18 @@ mod tests {
         assert!(case_selected(recovery[0], &p(&["restart"])));
         assert!(case_selected(recovery[0], &p(&["recovery*"])));
         assert!(!case_selected(recovery[0], &p(&["msg_send"])));
+        for area in GmdArea::ALL {
+            assert!(has(area.row(), 8, PlacementKind::Apart));
+            assert!(!has(area.row(), 8, PlacementKind::Same));
+        }
+        assert_eq!(
+            cases.iter().filter(|c| c.name.starts_with("gmd_")).count(),
+            3
+        );
+        assert!(case_selected(
+            cases.iter().find(|c| c.name == "gmd_file_each").unwrap(),
+            &p(&["gmd*"])
+        ));
         assert!(has("throughput_blocking_c4_r2", 8, PlacementKind::None));
         assert!(has("throughput_adaptive_c1_r1", 8, PlacementKind::None));
         assert_eq!(
@@ -791,6 +862,15 @@ mod tests {
                 case("memcpy", 8, PlacementKind::None, CaseKind::Memcpy),
                 m(2.0),
             ),
+            (
+                case(
+                    "gmd_memory",
+                    8,
+                    PlacementKind::Apart,
+                    CaseKind::Gmd(GmdArea::Memory),
+                ),
+                m(6000.0),
+            ),
         ];
         let rows = rows(&measured);
         let floor = |name: &str, p: PlacementKind| {
@@ -812,5 +892,10 @@ mod tests {
             Some(("futex_floor", 40_000.0))
         );
         assert_eq!(floor("memcpy", PlacementKind::None), None);
+        // Guaranteed delivery: against the plain round trip of the same run, not a floor.
+        assert_eq!(
+            floor("gmd_memory", PlacementKind::Apart),
+            Some(("msg_send", 150.0))
+        );
     }
 }

@@ -117,9 +117,11 @@ pub struct JsonExtras<'a> {
 
 /// The one JSON object of `--json`: `{"results":[{"name","payload","placement","median_ns",
 /// "p99_ns"},...], ...}` with the names, payload in bytes; throughput rows give ns per
-/// completed round trip. A row compared with another (its floor; for `ha_msg_send`, the
-/// `msg_send_paired` runs interleaved with it) also has `"floor"`, `"floor_median_ns"` and
-/// `"ratio"`. Besides the results: `skipped`, `failed`, `targets`, `svg`, `load_average`.
+/// completed round trip, the guaranteed-delivery rows (`gmd_*`) ns per delivered message. A row
+/// compared with another (its floor; for `ha_msg_send`, the `msg_send_paired` runs interleaved
+/// with it; for `gmd_*`, the `msg_send` 8 B `apart` row of the same run) also has `"floor"`,
+/// `"floor_median_ns"` and `"ratio"`. Besides the results: `skipped`, `failed`, `targets`,
+/// `svg`, `load_average`.
 pub fn json(rows: &[Row], extras: &JsonExtras<'_>) -> String {
     let mut out = String::from("{\"results\":[");
     for (i, r) in rows.iter().enumerate() {
@@ -428,6 +430,10 @@ mod tests {
         ha.floor = Some(("msg_send_paired", 100.0));
         let j = json(&[ha], &JsonExtras::default());
         assert!(j.contains("\"p99_ns\":210.0,\"floor\":\"msg_send_paired\",\"floor_median_ns\":100.0,\"ratio\":1.0500}]"), "{j}");
+        let mut gmd = row("gmd_file_each", 8, PlacementKind::Apart, 250_000.0);
+        gmd.floor = Some(("msg_send", 500.0));
+        let j = json(&[gmd], &JsonExtras::default());
+        assert!(j.contains("{\"name\":\"gmd_file_each\",\"payload\":8,\"placement\":\"apart\",\"median_ns\":250000.0,\"p99_ns\":500000.0,\"floor\":\"msg_send\",\"floor_median_ns\":500.0,\"ratio\":500.0000}"), "{j}");
         assert_eq!(json_num(f64::NAN), "null");
     }
 
