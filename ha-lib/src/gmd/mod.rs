@@ -961,8 +961,12 @@ impl Sender {
                     }
                     self.taken_out(&mut st, seq, 1);
                 }
+                // Only `wait_idle` waits for messages to go, and only for the last one.
+                let idle = st.pending.is_empty();
                 drop(st);
-                self.sh.cv.notify_all();
+                if idle {
+                    self.sh.cv.notify_all();
+                }
             }
             Err(e) => {
                 self.note_error(seq, e);
@@ -1084,12 +1088,15 @@ impl Sender {
                 }
             }
         }
+        let idle = st.pending.is_empty();
         drop(st);
         // A message refused and resent is tried again after the retry interval, not at once.
         if action == FailureAction::Resend && !matches!(reason, FailureReason::Timeout { .. }) {
             self.hold();
         }
-        self.sh.cv.notify_all();
+        if idle {
+            self.sh.cv.notify_all();
+        }
     }
 }
 
