@@ -5,6 +5,7 @@
 //! `done id=..` just before it replies. So the records tell, for a member killed in between,
 //! that it had received the request (what the kernel tells the client, too).
 
+use super::le;
 use crate::journal::Journal;
 use kernel_sim::{iomsg, pulse_code, Errno, Received, Scoid, System};
 use std::time::{Duration, Instant};
@@ -132,12 +133,10 @@ pub fn serve(
                         continue;
                     }
                     Some(TX_ADD) => {
-                        let field =
-                            |at: usize| -> Option<[u8; 8]> { msg.get(at..at + 8)?.try_into().ok() };
                         let (Some(store), Some(txid), Some(amount)) = (
                             store,
-                            field(8).map(u64::from_le_bytes),
-                            field(16).map(i64::from_le_bytes),
+                            le::<8>(msg, 8).map(u64::from_le_bytes),
+                            le::<8>(msg, 16).map(i64::from_le_bytes),
                         ) else {
                             let _ = sys.msg_error(rcvid, Errno::BADMSG);
                             continue;
@@ -185,27 +184,18 @@ pub fn serve(
                         continue;
                     }
                     Some(t @ (TX_STEP | TX_COMMIT | TX_ABORT)) => {
-                        let (Some(store), Some(txid)) = (
-                            store,
-                            msg.get(8..16)
-                                .and_then(|b| b.try_into().ok())
-                                .map(u64::from_le_bytes),
-                        ) else {
+                        let (Some(store), Some(txid)) =
+                            (store, le::<8>(msg, 8).map(u64::from_le_bytes))
+                        else {
                             let _ = sys.msg_error(rcvid, Errno::BADMSG);
                             continue;
                         };
                         let res = match t {
                             TX_STEP => {
                                 let (Some(step), Some(acct), Some(amount)) = (
-                                    msg.get(16..20)
-                                        .and_then(|b| b.try_into().ok())
-                                        .map(u32::from_le_bytes),
-                                    msg.get(20..24)
-                                        .and_then(|b| b.try_into().ok())
-                                        .map(u32::from_le_bytes),
-                                    msg.get(24..32)
-                                        .and_then(|b| b.try_into().ok())
-                                        .map(i64::from_le_bytes),
+                                    le::<4>(msg, 16).map(u32::from_le_bytes),
+                                    le::<4>(msg, 20).map(u32::from_le_bytes),
+                                    le::<8>(msg, 24).map(i64::from_le_bytes),
                                 ) else {
                                     let _ = sys.msg_error(rcvid, Errno::BADMSG);
                                     continue;
@@ -248,11 +238,7 @@ pub fn serve(
                         continue;
                     }
                     Some(DIALOG_ADD) => {
-                        let Some(amount) = msg
-                            .get(8..16)
-                            .and_then(|b| b.try_into().ok())
-                            .map(i64::from_le_bytes)
-                        else {
+                        let Some(amount) = le::<8>(msg, 8).map(i64::from_le_bytes) else {
                             let _ = sys.msg_error(rcvid, Errno::BADMSG);
                             continue;
                         };

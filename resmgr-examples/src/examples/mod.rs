@@ -13,3 +13,9 @@ pub mod gmd;
 pub mod ha_echo;
 pub mod ha_reader;
 pub mod pair;
+
+/// The `N` bytes at `at` of a request, for a little-endian field (`None` if the request is too
+/// short): `le::<8>(msg, 8).map(u64::from_le_bytes)`.
+pub(crate) fn le<const N: usize>(msg: &[u8], at: usize) -> Option<[u8; N]> {
+    msg.get(at..at.checked_add(N)?)?.try_into().ok()
+}

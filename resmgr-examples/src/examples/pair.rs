@@ -9,6 +9,7 @@
 //! request the dead primary had applied (and checkpointed) but not answered is answered from the
 //! state when the client sends it again, not applied twice.
 
+use super::le;
 use kernel_sim::{chf, iomsg, pulse_code, Chid, Coid, Errno, Received, Scoid, System};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -122,12 +123,8 @@ pub fn primary(
                     }
                     Some(PAIR_ADD) => {
                         let (Some(id), Some(amount)) = (
-                            msg.get(4..8)
-                                .and_then(|b| b.try_into().ok())
-                                .map(u32::from_le_bytes),
-                            msg.get(8..16)
-                                .and_then(|b| b.try_into().ok())
-                                .map(i64::from_le_bytes),
+                            le::<4>(msg, 4).map(u32::from_le_bytes),
+                            le::<8>(msg, 8).map(i64::from_le_bytes),
                         ) else {
                             let _ = sys.msg_error(rcvid, Errno::BADMSG);
                             continue;
