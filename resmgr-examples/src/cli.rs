@@ -1203,6 +1203,9 @@ pub struct GmdClientArgs {
     /// Seconds to wait for everything to be delivered (0: as long as it takes).
     #[arg(long, default_value_t = 0.0)]
     pub wait: f64,
+    /// Microseconds between two messages queued (0: as fast as `send` returns).
+    #[arg(long, default_value_t = 0)]
+    pub pace_us: u64,
     /// Exit when stdin reaches end of file.
     #[arg(long)]
     pub exit_on_eof: bool,
@@ -1227,7 +1230,16 @@ pub fn gmd_client(args: &GmdClientArgs) -> ExitCode {
     .delivery_timeout((args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)))
     .retry_interval(Duration::from_millis(args.retry_ms.max(1)));
     let wait = (args.wait > 0.0).then(|| Duration::from_secs_f64(args.wait));
-    match crate::examples::gmd::client(&sys, &args.name, cfg, args.on_failure, args.count, wait) {
+    let pace = Duration::from_micros(args.pace_us);
+    match crate::examples::gmd::client(
+        &sys,
+        &args.name,
+        cfg,
+        args.on_failure,
+        args.count,
+        pace,
+        wait,
+    ) {
         Ok(r) => {
             let c = r.counters;
             println!(

@@ -64,7 +64,7 @@ pub struct Summary {
 }
 
 /// A child process killed on drop.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -86,7 +86,12 @@ impl Drop for Cleanup {
     }
 }
 
-fn spawn(args: &[&str], label: &str, tx: &mpsc::Sender<(String, String)>) -> Result<Guard, String> {
+/// Starts this program with `args`; its stdout lines go to `tx`, tagged with `label`.
+pub(crate) fn spawn(
+    args: &[&str],
+    label: &str,
+    tx: &mpsc::Sender<(String, String)>,
+) -> Result<Guard, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let mut child = Command::new(exe)
         .args(args)

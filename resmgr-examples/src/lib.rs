@@ -22,6 +22,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod demo;
+pub mod demo_gmd;
 pub mod echo;
 pub mod examples;
 pub mod ham;

@@ -292,3 +292,52 @@ fn a_client_killed_and_restarted_on_a_file_area_loses_nothing() {
     assert!(out.contains(": last seq 2000"), "{out}");
     eprintln!("gmd client restart: {recovered} recovered from the area; {summary}");
 }
+
+#[test]
+fn the_gmd_demo_delivers_everything_once_in_order_and_leaves_nothing() {
+    let _w = Watchdog::new("gmd demo", 180);
+    let scratch = Scratch::new("gmd-demo");
+    let child = Command::new(QSIM)
+        .args(["gmd-demo", "--messages", "400", "--pace-us", "100"])
+        .args(["--work-us", "200", "--keep-records"])
+        .arg(&scratch.0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(out.status.success(), "the demo failed");
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the summary"))
+    };
+    assert_eq!(field("recorded"), 400);
+    assert_eq!(field("queued"), 400);
+    assert_eq!((field("lost"), field("out of order")), (0, 0));
+    assert_eq!(field("server kills"), 2);
+    // The summary agrees with the kept inbox.
+    let seen = inbox(&scratch.path("inbox"));
+    assert_eq!(
+        seen.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        (1..=400).collect::<Vec<_>>()
+    );
+    assert!(
+        !Path::new(&format!("/dev/shm/qsim-demo-gmd-{pid}")).exists(),
+        "the demo removed its arena"
+    );
+    let tag = format!("qsim-demo-gmd-{pid}");
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&tag),
+            "left behind: {:?}",
+            p.path()
+        );
+    }
+}

@@ -117,7 +117,7 @@ pub struct ClientReport {
 
 /// Opens a guaranteed-delivery connection to `name` with `cfg`, queues the messages
 /// `msg-<seq>` until sequence number `count` (continuing where a previous run on the same file
-/// area stopped), and waits up to `wait` for the area to empty. It prints each step on stdout
+/// area stopped), `pace` apart, and waits up to `wait` for the area to empty. It prints each step on stdout
 /// (`queued <seq>` once `send` has returned, `failure <seq> <reason>` from the callback).
 ///
 /// # Errors
@@ -129,6 +129,7 @@ pub fn client(
     cfg: GmdConfig,
     on_failure: OnFailure,
     count: u64,
+    pace: Duration,
     wait: Option<Duration>,
 ) -> Result<ClientReport, GmdError> {
     let cfg = cfg.on_failure(move |f| {
@@ -162,6 +163,9 @@ pub fn client(
         let seq = conn.send(format!("msg-{}", conn.next_seq()).as_bytes())?;
         queued += 1;
         println!("queued {seq}");
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
     }
     let idle = conn.wait_idle(wait);
     let counters = conn.counters();
