@@ -1632,18 +1632,22 @@ impl System {
     /// - `ENOENT`: no server has that name.
     /// - the errors of `connect_attach`, and any errno the server gives `_IO_CONNECT`.
     pub fn name_open(&self, name: &str) -> Result<Coid> {
-        self.name_open_timeout(name, None)
+        self.name_open_bounded(name, None)
     }
 
-    /// [`System::name_open`] whose `_IO_CONNECT` waits at most `timeout` for the server's answer
-    /// (`None`: no limit), so that a server that attached the name but does not receive cannot
-    /// hold the caller. (QNX does this with `TimerTimeout` before `name_open`; here
-    /// `connect_attach` would disarm that.)
+    /// [`System::name_open`] whose `_IO_CONNECT` waits at most `timeout` for the server's
+    /// answer, so that a server that attached the name but does not receive cannot hold the
+    /// caller. (QNX does this with `TimerTimeout` before `name_open`; here `connect_attach`
+    /// would disarm that.)
     ///
     /// # Errors
     ///
     /// As [`System::name_open`], and `ETIMEDOUT` (the coid is released).
-    pub fn name_open_timeout(&self, name: &str, timeout: Option<Duration>) -> Result<Coid> {
+    pub fn name_open_timeout(&self, name: &str, timeout: Duration) -> Result<Coid> {
+        self.name_open_bounded(name, Some(timeout))
+    }
+
+    fn name_open_bounded(&self, name: &str, timeout: Option<Duration>) -> Result<Coid> {
         let path = name_path(name)?;
         let (pid, chid) = self.k().name_lookup(&path)?;
         let coid = self

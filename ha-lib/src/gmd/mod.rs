@@ -823,7 +823,7 @@ impl Sender {
     /// not receive cannot hold the sender past a deadline.
     fn connect(&self, limit: Duration) -> Result<Coid, Errno> {
         match &self.sh.target {
-            Target::Name(n) => self.sys.name_open_timeout(n, Some(limit)),
+            Target::Name(n) => self.sys.name_open_timeout(n, limit),
             Target::Path(p) => self.sys.open_timeout(p, libc::O_WRONLY, limit),
         }
     }
