@@ -9,10 +9,13 @@
 //! transaction are applied at once and **lock** the values they changed: a step of another
 //! transaction that would change one of them fails with [`TxError::Conflict`] (no waiting, so no
 //! deadlock; the caller aborts and tries again). Aborting rolls every step back, in reverse order,
-//! and forgets the id. An open transaction whose owner (the client that began it, named by pid
+//! and remembers the id as aborted (a late step or commit with it is refused, never taken for a
+//! new transaction). An open transaction whose owner (the client that began it, named by pid
 //! and start time) has died is aborted by the next call on the store, as TMF backs out the
-//! transactions of a process that failed; a member that dies inside a step leaves that step
-//! undone (the step is one atomic write), so its reissue runs it once.
+//! transactions of a process that failed; only the owner may step, commit or abort it. A member
+//! that dies inside a step leaves that step undone (the step is one atomic write), so its
+//! reissue runs it once. An effect may refuse a step (an overflow, insufficient funds) by
+//! returning an errno: nothing is applied.
 //!
 //! The store is a directory: `ledger.json` holds the state (named integer values, such as
 //! account balances) and every transaction with, per step, its reply and the values it changed
@@ -52,8 +55,14 @@ impl Owner {
         start_time(pid).map(|start| Owner { pid, start })
     }
 
+    /// Dead only when the system says so (no such process, or another one under its pid): a
+    /// check that cannot be made (no file descriptor left, no pidfds) counts as alive, since
+    /// aborting a live client's transaction would be worse than keeping a dead one's a while.
     fn alive(&self) -> bool {
-        ProcessWatch::new_checked(self.pid, self.start).is_ok_and(|w| !w.has_exited())
+        match ProcessWatch::new_checked(self.pid, self.start) {
+            Ok(w) => !w.has_exited(),
+            Err(e) => e != kernel_sim::Errno::SRCH,
+        }
     }
 }
 
@@ -79,14 +88,19 @@ struct Tx {
 struct Ledger {
     state: State,
     txs: BTreeMap<u64, Tx>,
+    /// The ids of aborted transactions: a late step or commit with one is refused, never taken
+    /// for a new transaction (that would commit half of the aborted one's work).
+    #[serde(default)]
+    aborted: std::collections::BTreeSet<u64>,
 }
 
 impl Ledger {
-    /// Rolls transaction `txid`'s steps back, newest first, and forgets it.
+    /// Rolls transaction `txid`'s steps back, newest first, and records it as aborted.
     fn roll_back(&mut self, txid: u64) -> bool {
         let Some(tx) = self.txs.remove(&txid) else {
             return false;
         };
+        self.aborted.insert(txid);
         for a in tx.steps.into_iter().rev() {
             for (k, v) in a.before {
                 match v {
@@ -151,10 +165,26 @@ pub enum TxError {
     /// [`TxStore::apply`] on a transaction already open with steps of its own.
     #[error("transaction {0} is open with steps: use step and commit")]
     Open(u64),
+    /// The transaction was aborted (by an abort, or because its owner died): it takes no step
+    /// and no commit. Begin a new one, with a new id.
+    #[error("transaction {0} was aborted")]
+    Aborted(u64),
+    /// A step, commit or abort from another client than the one that began the transaction.
+    #[error("transaction {0} belongs to another client")]
+    NotOwner(u64),
+    /// The effect refused the step (insufficient funds, an overflow): nothing applied.
+    #[error("transaction {txid}: the step was refused ({errno})")]
+    Refused {
+        /// The transaction.
+        txid: u64,
+        /// The effect's errno.
+        errno: kernel_sim::Errno,
+    },
 }
 
 impl TxError {
-    /// The errno a member answers with: `EIO`, `EBUSY`, `EEXIST`, `EINVAL` (in that order).
+    /// The errno a member answers with: `EIO`, `EBUSY`, `EEXIST`, `EINVAL`, `ENOENT`,
+    /// `EPERM`, and the effect's own (in that order).
     pub fn errno(&self) -> kernel_sim::Errno {
         use kernel_sim::Errno;
         match self {
@@ -162,15 +192,31 @@ impl TxError {
             TxError::Conflict { .. } => Errno::BUSY,
             TxError::Committed(_) => Errno::EXIST,
             TxError::Open(_) => Errno::INVAL,
+            TxError::Aborted(_) => Errno::NOENT,
+            TxError::NotOwner(_) => Errno::PERM,
+            TxError::Refused { errno, .. } => *errno,
         }
     }
 }
 
-/// A shared transaction store (one directory, shared by the members of a class).
+/// A shared transaction store (one directory, shared by the members of a class). One
+/// `TxStore` may be shared by the threads of a process.
 #[derive(Debug)]
 pub struct TxStore {
     dir: PathBuf,
     lock: File,
+    /// `flock` excludes other open files, not other threads using this one: the threads of
+    /// this process take this first.
+    threads: std::sync::Mutex<()>,
+}
+
+/// The store's `flock`, released on drop (a panicking effect must not leave it held).
+struct Locked<'a>(&'a File);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 /// What [`TxStore::apply`] and [`TxStore::step`] did.
@@ -216,7 +262,11 @@ impl TxStore {
             .truncate(false)
             .write(true)
             .open(dir.join("lock"))?;
-        Ok(TxStore { dir, lock })
+        Ok(TxStore {
+            dir,
+            lock,
+            threads: std::sync::Mutex::new(()),
+        })
     }
 
     fn ledger_path(&self) -> PathBuf {
@@ -245,18 +295,36 @@ impl TxStore {
         &self,
         f: impl FnOnce(&mut Ledger) -> (bool, Result<T, TxError>),
     ) -> Result<T, TxError> {
-        self.lock.lock()?;
-        let r = (|| {
-            let mut l = self.read()?;
+        self.locked(|l| {
             let orphans = l.abort_orphans();
-            let (changed, r) = f(&mut l);
-            if changed || !orphans.is_empty() {
-                self.write(&l)?;
-            }
-            r
-        })();
-        let _ = self.lock.unlock();
+            let (changed, r) = f(l);
+            (changed || !orphans.is_empty(), r)
+        })
+    }
+
+    /// Runs `f` on the ledger under the store's locks (this process's threads, then `flock`),
+    /// and writes the ledger back if `f` says it changed it.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce(&mut Ledger) -> (bool, Result<T, TxError>),
+    ) -> Result<T, TxError> {
+        let _threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        self.lock.lock()?;
+        let _locked = Locked(&self.lock);
+        let mut l = self.read()?;
+        let (changed, r) = f(&mut l);
+        if changed {
+            self.write(&l)?;
+        }
         r
+    }
+
+    /// Checks that `owner` may act on transaction `t` (a different known owner may not).
+    fn check_owner(t: &Tx, txid: u64, owner: Option<Owner>) -> Result<(), TxError> {
+        match (t.owner, owner) {
+            (Some(a), Some(b)) if a != b => Err(TxError::NotOwner(txid)),
+            _ => Ok(()),
+        }
     }
 
     /// A single-request transaction: runs `effect` for transaction `txid` exactly once across
@@ -268,13 +336,18 @@ impl TxStore {
     ///
     /// - [`TxError::Io`]: the lock, the read or the write failed (nothing applied);
     /// - [`TxError::Conflict`]: it would change a value an open transaction holds;
-    /// - [`TxError::Open`]: `txid` is an open multi-step transaction.
+    /// - [`TxError::Open`]: `txid` is an open multi-step transaction;
+    /// - [`TxError::Aborted`]: `txid` was aborted;
+    /// - [`TxError::Refused`]: the effect returned an error (nothing applied).
     pub fn apply(
         &self,
         txid: u64,
-        effect: impl FnOnce(&mut State) -> Vec<u8>,
+        effect: impl FnOnce(&mut State) -> Result<Vec<u8>, kernel_sim::Errno>,
     ) -> Result<Outcome, TxError> {
         self.with_ledger(|l| {
+            if l.aborted.contains(&txid) {
+                return (false, Err(TxError::Aborted(txid)));
+            }
             if let Some(t) = l.txs.get(&txid) {
                 return match (t.committed, t.steps.first()) {
                     (true, Some(a)) => (false, Ok(Outcome::Recorded(a.reply.clone()))),
@@ -310,16 +383,25 @@ impl TxStore {
     /// - [`TxError::Io`]: as [`TxStore::apply`];
     /// - [`TxError::Conflict`]: the step would change a value another open transaction holds
     ///   (nothing applied);
-    /// - [`TxError::Committed`]: a new step of a committed transaction.
+    /// - [`TxError::Committed`]: a new step of a committed transaction;
+    /// - [`TxError::Aborted`]: the transaction was aborted (its owner died, or an abort);
+    /// - [`TxError::NotOwner`]: another client began it;
+    /// - [`TxError::Refused`]: the effect returned an error (nothing applied).
     pub fn step(
         &self,
         txid: u64,
         step: u32,
         owner: Option<Owner>,
-        effect: impl FnOnce(&mut State) -> Vec<u8>,
+        effect: impl FnOnce(&mut State) -> Result<Vec<u8>, kernel_sim::Errno>,
     ) -> Result<Outcome, TxError> {
         self.with_ledger(|l| {
+            if l.aborted.contains(&txid) {
+                return (false, Err(TxError::Aborted(txid)));
+            }
             if let Some(t) = l.txs.get(&txid) {
+                if let Err(e) = Self::check_owner(t, txid, owner) {
+                    return (false, Err(e));
+                }
                 if let Some(a) = t.steps.iter().find(|a| a.step == step) {
                     return (false, Ok(Outcome::Recorded(a.reply.clone())));
                 }
@@ -340,35 +422,49 @@ impl TxStore {
         })
     }
 
-    /// Commits transaction `txid` (`ENDTRANSACTION`): its changes stay and its locks go.
-    /// `Ok(true)` if it is committed (now or before: a reissued commit is harmless), `Ok(false)`
-    /// if there is no such transaction (never begun, or aborted: its owner died, or an abort).
+    /// Commits transaction `txid` (`ENDTRANSACTION`) for `owner`: its changes stay and its
+    /// locks go. `Ok(true)` if it is committed (now or before: a reissued commit is harmless),
+    /// `Ok(false)` if it was never begun.
     ///
     /// # Errors
     ///
-    /// [`TxError::Io`].
-    pub fn commit(&self, txid: u64) -> Result<bool, TxError> {
-        self.with_ledger(|l| match l.txs.get_mut(&txid) {
-            Some(t) if t.committed => (false, Ok(true)),
-            Some(t) => {
-                t.committed = true;
-                (true, Ok(true))
+    /// [`TxError::Io`]; [`TxError::Aborted`] (its owner died, or an abort);
+    /// [`TxError::NotOwner`].
+    pub fn commit(&self, txid: u64, owner: Option<Owner>) -> Result<bool, TxError> {
+        self.with_ledger(|l| {
+            if l.aborted.contains(&txid) {
+                return (false, Err(TxError::Aborted(txid)));
             }
-            None => (false, Ok(false)),
+            match l.txs.get_mut(&txid) {
+                Some(t) => {
+                    if let Err(e) = Self::check_owner(t, txid, owner) {
+                        return (false, Err(e));
+                    }
+                    let newly = !t.committed;
+                    t.committed = true;
+                    (newly, Ok(true))
+                }
+                None => (false, Ok(false)),
+            }
         })
     }
 
-    /// Aborts open transaction `txid` (`ABORTTRANSACTION`): rolls its steps back, newest first
-    /// (each value changed gets the value it had before), and forgets its id. `Ok(false)` if
-    /// there is no such transaction.
+    /// Aborts open transaction `txid` (`ABORTTRANSACTION`) for `owner`: rolls its steps back,
+    /// newest first (each value changed gets the value it had before), and remembers the id as
+    /// aborted. `Ok(false)` if there is no open transaction of that id (never begun, or
+    /// aborted already).
     ///
     /// # Errors
     ///
-    /// [`TxError::Io`]; [`TxError::Committed`] if it has committed (its changes are final).
-    pub fn abort(&self, txid: u64) -> Result<bool, TxError> {
+    /// [`TxError::Io`]; [`TxError::Committed`] if it has committed (its changes are final);
+    /// [`TxError::NotOwner`].
+    pub fn abort(&self, txid: u64, owner: Option<Owner>) -> Result<bool, TxError> {
         self.with_ledger(|l| match l.txs.get(&txid) {
             Some(t) if t.committed => (false, Err(TxError::Committed(txid))),
-            Some(_) => (l.roll_back(txid), Ok(true)),
+            Some(t) => match Self::check_owner(t, txid, owner) {
+                Ok(()) => (l.roll_back(txid), Ok(true)),
+                Err(e) => (false, Err(e)),
+            },
             None => (false, Ok(false)),
         })
     }
@@ -380,17 +476,10 @@ impl TxStore {
     ///
     /// [`TxError::Io`].
     pub fn abort_orphans(&self) -> Result<Vec<u64>, TxError> {
-        self.lock.lock()?;
-        let r = (|| {
-            let mut l = self.read()?;
+        self.locked(|l| {
             let dead = l.abort_orphans();
-            if !dead.is_empty() {
-                self.write(&l)?;
-            }
-            Ok(dead)
-        })();
-        let _ = self.lock.unlock();
-        r
+            (!dead.is_empty(), Ok(dead))
+        })
     }
 
     /// The state and the committed and open transactions.
@@ -399,10 +488,12 @@ impl TxStore {
     ///
     /// [`TxError::Io`].
     pub fn snapshot(&self) -> Result<Snapshot, TxError> {
-        self.lock.lock_shared()?;
-        let r = self.read();
-        let _ = self.lock.unlock();
-        let l = r?;
+        let l = {
+            let _threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            self.lock.lock_shared()?;
+            let _locked = Locked(&self.lock);
+            self.read()?
+        };
         Ok(Snapshot {
             state: l.state,
             committed: l
@@ -427,10 +518,10 @@ fn run_step(
     l: &mut Ledger,
     txid: u64,
     step: u32,
-    effect: impl FnOnce(&mut State) -> Vec<u8>,
+    effect: impl FnOnce(&mut State) -> Result<Vec<u8>, kernel_sim::Errno>,
 ) -> Result<Applied, TxError> {
     let mut next = l.state.clone();
-    let reply = effect(&mut next);
+    let reply = effect(&mut next).map_err(|errno| TxError::Refused { txid, errno })?;
     let mut keys: Vec<&String> = next.keys().chain(l.state.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -460,11 +551,14 @@ fn run_step(
 mod tests {
     use super::*;
 
-    fn add(key: &'static str, n: i64) -> impl FnOnce(&mut State) -> Vec<u8> {
+    fn add(
+        key: &'static str,
+        n: i64,
+    ) -> impl FnOnce(&mut State) -> Result<Vec<u8>, kernel_sim::Errno> {
         move |st: &mut State| {
             let v = st.entry(key.into()).or_default();
             *v += n;
-            v.to_le_bytes().to_vec()
+            Ok(v.to_le_bytes().to_vec())
         }
     }
 
@@ -490,7 +584,7 @@ mod tests {
             Outcome::Recorded(5i64.to_le_bytes().to_vec())
         );
         // A committed transaction is final.
-        assert!(matches!(s.abort(2), Err(TxError::Committed(2))));
+        assert!(matches!(s.abort(2, None), Err(TxError::Committed(2))));
         let snap = s.snapshot().unwrap();
         assert_eq!((snap.state["acct"], snap.committed), (12, vec![1, 2]));
         // A corrupt ledger is an error, not an empty ledger.
@@ -524,16 +618,22 @@ mod tests {
         ));
         s.step(11, 1, None, add("c", 1)).unwrap();
         assert!(matches!(s.apply(10, add("z", 1)), Err(TxError::Open(10))));
-        // Abort 10: both steps undone, b disappears again, the id is forgotten.
-        assert!(s.abort(10).unwrap());
+        // Abort 10: both steps undone, b disappears again.
+        assert!(s.abort(10, None).unwrap());
         let snap = s.snapshot().unwrap();
         assert_eq!(snap.state.get("a"), Some(&100));
         assert_eq!(snap.state.get("b"), None);
         assert_eq!(snap.open, vec![11]);
         // Now 11 may change b; commit it (twice: a reissued commit is harmless).
         s.step(11, 2, None, add("b", 1)).unwrap();
-        assert!(s.commit(11).unwrap() && s.commit(11).unwrap());
-        assert!(!s.commit(10).unwrap());
+        assert!(s.commit(11, None).unwrap() && s.commit(11, None).unwrap());
+        // An aborted transaction takes no commit and no step: it is not begun again.
+        assert!(matches!(s.commit(10, None), Err(TxError::Aborted(10))));
+        assert!(matches!(
+            s.step(10, 3, None, add("b", 1)),
+            Err(TxError::Aborted(10))
+        ));
+        assert!(!s.commit(12, None).unwrap());
         assert!(matches!(
             s.step(11, 3, None, add("a", 1)),
             Err(TxError::Committed(11))
@@ -571,5 +671,57 @@ mod tests {
         s.apply(6, add("y", 1)).unwrap();
         let snap = s.snapshot().unwrap();
         assert_eq!((snap.open, snap.state.get("x")), (vec![], None));
+    }
+
+    #[test]
+    fn owners_refusals_threads_and_panics() {
+        let (dir, _rm) = tmp("misc");
+        let s = TxStore::open(&dir).unwrap();
+        let me = Owner::of(std::process::id() as i32).unwrap();
+        let other = Owner {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        s.step(1, 1, Some(me), add("a", -5)).unwrap();
+        // Another client with the same id gets neither the record nor the commit.
+        assert!(matches!(
+            s.step(1, 1, Some(other), add("a", -5)),
+            Err(TxError::NotOwner(1))
+        ));
+        assert!(matches!(
+            s.commit(1, Some(other)),
+            Err(TxError::NotOwner(1))
+        ));
+        assert!(matches!(s.abort(1, Some(other)), Err(TxError::NotOwner(1))));
+        assert!(s.commit(1, Some(me)).unwrap());
+        // An effect may refuse: nothing is applied, the errno comes back.
+        let r = s.apply(2, |st| {
+            let v = st.entry("a".into()).or_default();
+            *v = v.checked_sub(i64::MAX).ok_or(kernel_sim::Errno::OVERFLOW)?;
+            *v = v.checked_sub(10).ok_or(kernel_sim::Errno::OVERFLOW)?;
+            Ok(Vec::new())
+        });
+        assert_eq!(r.unwrap_err().errno(), kernel_sim::Errno::OVERFLOW);
+        assert_eq!(s.snapshot().unwrap().state["a"], -5);
+        // A panicking effect does not leave the store locked.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.apply(3, |_| panic!("effect panics on purpose"));
+        }));
+        assert!(caught.is_err());
+        s.apply(4, add("a", 1)).unwrap();
+        // One store shared by threads: every apply is recorded once.
+        std::thread::scope(|sc| {
+            for t in 0..4u64 {
+                let s = &s;
+                sc.spawn(move || {
+                    for i in 0..50u64 {
+                        s.apply(1000 + t * 100 + i, add("n", 1)).unwrap();
+                    }
+                });
+            }
+        });
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.state["n"], 200);
+        assert_eq!(snap.committed.len(), 202);
     }
 }

@@ -55,6 +55,14 @@ pub fn tx_end(kind: u16, id: u32, txid: u64) -> [u8; 16] {
     m
 }
 
+/// Adds `amount` to `key` and replies the new balance; an overflow refuses the step
+/// (`EOVERFLOW`) and changes nothing.
+fn add_to(st: &mut ha_lib::tx::State, key: String, amount: i64) -> Result<Vec<u8>, Errno> {
+    let v = st.entry(key).or_default();
+    *v = v.checked_add(amount).ok_or(Errno::OVERFLOW)?;
+    Ok(v.to_le_bytes().to_vec())
+}
+
 /// The store's key of account `n`.
 pub fn account_key(n: u32) -> String {
     format!("acct-{n}")
@@ -155,11 +163,7 @@ pub fn serve(
                             }
                         };
                         spin(work / 2);
-                        let out = store.apply(txid, |st| {
-                            let v = st.entry("acct".into()).or_default();
-                            *v += amount;
-                            v.to_le_bytes().to_vec()
-                        });
+                        let out = store.apply(txid, |st| add_to(st, "acct".into(), amount));
                         let out = match out {
                             Ok(o) => o,
                             Err(e) => {
@@ -190,6 +194,9 @@ pub fn serve(
                             let _ = sys.msg_error(rcvid, Errno::BADMSG);
                             continue;
                         };
+                        // The client: only it may step, commit or abort its transaction, and
+                        // its death aborts it.
+                        let owner = ha_lib::tx::Owner::of(info.pid);
                         let res = match t {
                             TX_STEP => {
                                 let (Some(step), Some(acct), Some(amount)) = (
@@ -200,16 +207,13 @@ pub fn serve(
                                     let _ = sys.msg_error(rcvid, Errno::BADMSG);
                                     continue;
                                 };
-                                let owner = ha_lib::tx::Owner::of(info.pid);
                                 store
                                     .step(txid, step, owner, |st| {
-                                        let v = st.entry(account_key(acct)).or_default();
-                                        *v = v.wrapping_add(amount);
-                                        v.to_le_bytes().to_vec()
+                                        add_to(st, account_key(acct), amount)
                                     })
                                     .map(|o| (8, o.reply().to_vec()))
                             }
-                            TX_COMMIT => match store.commit(txid) {
+                            TX_COMMIT => match store.commit(txid, owner) {
                                 Ok(true) => Ok((1, Vec::new())),
                                 Ok(false) => {
                                     let _ = sys.msg_error(rcvid, Errno::NOENT);
@@ -217,7 +221,7 @@ pub fn serve(
                                 }
                                 Err(e) => Err(e),
                             },
-                            _ => store.abort(txid).map(|a| (i32::from(a), Vec::new())),
+                            _ => store.abort(txid, owner).map(|a| (i32::from(a), Vec::new())),
                         };
                         if let Some(j) = journal {
                             let _ = j.record(
@@ -282,12 +286,13 @@ pub fn serve(
 /// makes the library reissue it; the store answers a reissue from its record). `between` runs
 /// after the first step (a client that stops there, or dies, leaves the transaction open, and
 /// its death aborts it). A refused step (another open transaction holds the account) aborts
-/// the transaction and returns the error.
+/// the transaction and returns the error, and so does a commit that fails otherwise than
+/// because the transaction had been aborted.
 ///
 /// # Errors
 ///
-/// The class error of a step, the commit or the abort; `Server(ENOENT)` from the commit means
-/// the transaction had been aborted.
+/// The class error of a step or the commit; `Server(ENOENT)` means the transaction had been
+/// aborted (its steps rolled back), `Server(EPERM)` that another client owns its id.
 pub fn transfer(
     class: &ha_lib::class::ServerClass,
     txid: u64,
@@ -322,10 +327,18 @@ pub fn transfer(
             Send::Transaction(txid),
         )
         .map_err(abort_on)?;
-    class.send(
-        &tx_end(TX_COMMIT, id + 2, txid),
-        &mut r,
-        Send::Transaction(txid),
-    )?;
+    // A commit that failed for another reason than an abort (the class lost its members, ...)
+    // is followed by an abort, so the transaction's locks do not outlive the failure; if the
+    // commit had been applied after all, the abort is refused (EEXIST) and changes nothing.
+    class
+        .send(
+            &tx_end(TX_COMMIT, id + 2, txid),
+            &mut r,
+            Send::Transaction(txid),
+        )
+        .map_err(|e| match e {
+            ha_lib::class::ClassError::Server(Errno::NOENT) => e,
+            e => abort_on(e),
+        })?;
     Ok(())
 }
