@@ -149,6 +149,8 @@ pub(crate) struct FileArea {
     unsynced: u32,
     grown: u64,
     compact_bytes: u64,
+    /// The file's length after the last good record (a failed append is cut back to it).
+    len: u64,
 }
 
 impl FileArea {
@@ -189,6 +191,7 @@ impl FileArea {
             let _ = std::fs::copy(&path, dir.join(format!("{sender}.gmd.damaged")));
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
         Ok((
             FileArea {
                 file,
@@ -198,6 +201,7 @@ impl FileArea {
                 unsynced: 0,
                 grown: 0,
                 compact_bytes,
+                len,
             },
             loaded,
         ))
@@ -206,20 +210,36 @@ impl FileArea {
     /// Appends a record. A `MESSAGE` record (`durable`) is made durable as the area's
     /// [`Durability`] says; the others ride along with the next sync (losing one makes a
     /// message be sent again, which the receiver drops as a duplicate).
+    ///
+    /// A record that could not be written (a full disk), or not made durable when it had to be,
+    /// is cut off again: the caller reports the error, and the file does not keep a part of a
+    /// record whose length would swallow the records after it.
     pub fn append(&mut self, rec: &[u8], durable: bool) -> io::Result<()> {
-        self.file.write_all(rec)?;
-        self.grown += rec.len() as u64;
-        if durable {
-            self.unsynced += 1;
-            let due = match self.durability {
-                Durability::EachRecord => true,
-                Durability::Batch(n) => self.unsynced >= n.get(),
-            };
-            if due {
-                self.sync()?;
+        let r = (|| {
+            self.file.write_all(rec)?;
+            if durable {
+                self.unsynced += 1;
+                let due = match self.durability {
+                    Durability::EachRecord => true,
+                    Durability::Batch(n) => self.unsynced >= n.get(),
+                };
+                if due {
+                    self.sync()?;
+                }
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                self.len += rec.len() as u64;
+                self.grown += rec.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// Makes everything written so far durable (`fdatasync`).
@@ -257,20 +277,26 @@ impl FileArea {
             bytes.extend_from_slice(&message_record(seq, incarnation, dl, t, payload));
         }
         let tmp = self.path.with_extension("gmd.tmp");
-        // Written and made durable before the rename; the handle is kept for the appends
-        // that follow (its position is the end), so there is no reopen to fail after the
-        // rename.
-        let mut f = File::create(&tmp)?;
+        // Written and made durable before the rename; the handle (opened for appending) is
+        // kept for the records that follow, so there is no reopen to fail after the rename.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            // The rename itself is durable once the directory is.
-            File::open(dir)?.sync_all()?;
-        }
         self.file = f;
+        self.len = bytes.len() as u64;
         self.grown = 0;
         self.unsynced = 0;
+        // The rename itself is durable once the directory is; the area is right either way.
+        if let Some(dir) = self.path.parent() {
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "GMD area directory not synced");
+            }
+        }
         Ok(())
     }
 }

@@ -699,8 +699,9 @@ impl GmdConn {
         self.shared.incarnation
     }
 
-    /// Stops the background sender (after the attempt in progress, at most `attempt_timeout`)
-    /// and makes the file area durable. It does **not** deliver what is pending (call
+    /// Stops the background sender (after the attempt in progress: its connect and its send are
+    /// each bounded by `attempt_timeout`, and the goodbye to a path's server once more) and
+    /// makes the file area durable. It does **not** deliver what is pending (call
     /// [`GmdConn::wait_idle`] first for that): messages not delivered stay in a file area; in a
     /// memory area they are lost (a `tracing` warning says how many).
     ///
@@ -750,7 +751,8 @@ enum SendFailure {
     Lost,
     /// Try again after the retry interval (a full queue, or a server's "not now": `EAGAIN`).
     Later,
-    /// The attempt's time ran out: try again at once (the receiver drops a duplicate).
+    /// The attempt's time ran out: try again after the retry interval (the receiver drops a
+    /// duplicate).
     TimedOut,
     /// The server refused the message.
     Refused,
@@ -975,8 +977,9 @@ impl Sender {
                         self.disconnect();
                         self.hold();
                     }
-                    SendFailure::Later => self.hold(),
-                    SendFailure::TimedOut => {}
+                    // After a timeout too: a server that answers ETIMEDOUT itself must not
+                    // make the sender spin.
+                    SendFailure::Later | SendFailure::TimedOut => self.hold(),
                     SendFailure::Refused => self.fail(seq, FailureReason::Refused(e)),
                     SendFailure::Unsendable => self.fail(seq, FailureReason::Unsendable(e)),
                 }

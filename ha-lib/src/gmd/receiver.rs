@@ -3,7 +3,7 @@
 //! a lost acknowledgement (the server died after recording it, or the client restarted before
 //! it saw the reply) is dropped as a duplicate, across restarts of the server too.
 //!
-//! The record is a log file of [`kind::SEEN`](super::record::kind::SEEN) records (the same
+//! The record is a log file of `SEEN` records (the same
 //! format as the sender's area), each written with one `write(2)` before the acknowledgement is
 //! sent. With `keep_payloads` the record holds the message as well: the log is then a durable
 //! inbox, and "recorded" and "delivered" are one atomic step.
@@ -78,6 +78,8 @@ pub struct GmdReceiver {
     opts: ReceiverOptions,
     unsynced: u32,
     damage: Vec<Damage>,
+    /// The log's length after the last good record (a failed write is cut back to it).
+    len: u64,
 }
 
 fn parse_seen(body: &[u8]) -> Option<Seen> {
@@ -138,13 +140,15 @@ impl GmdReceiver {
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         if let Some(d) = damage
-            .last()
-            .filter(|d| d.kind == record::DamageKind::Truncated)
+            .iter()
+            .find(|d| d.kind == record::DamageKind::Truncated)
         {
-            // A record torn by a killed server's write: cut it off, so that the next record
-            // follows the last good one (it was never acknowledged: its sender sends it again).
+            // A record torn by a killed server's write (always the last): cut it off, so that
+            // the next record follows the last good one (it was never acknowledged: its sender
+            // sends it again).
             file.set_len(d.offset)?;
         }
+        let len = file.metadata()?.len();
         Ok(GmdReceiver {
             file,
             _lock: lock,
@@ -153,6 +157,7 @@ impl GmdReceiver {
             opts,
             unsynced: 0,
             damage,
+            len,
         })
     }
 
@@ -196,7 +201,13 @@ impl GmdReceiver {
                 payload,
             ],
         );
-        self.file.write_all(&rec)?;
+        if let Err(e) = self.file.write_all(&rec) {
+            // A part of a record (a full disk) is cut off again: its length would swallow the
+            // records after it.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        self.len += rec.len() as u64;
         // Recorded (in the page cache) from here: a failed sync below must not let a resend
         // be written a second time.
         self.last

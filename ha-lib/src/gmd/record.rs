@@ -46,7 +46,7 @@ pub mod kind {
     pub const SEEN: u8 = 5;
 }
 
-/// What was wrong with a stretch of a file that [`scan`] could not use.
+/// What was wrong with a stretch of a file that the scan of its records could not use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DamageKind {
     /// The file ends inside a record (a writer killed in the middle of a write, or a file cut
