@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 /// How a [`GmdReceiver`] keeps its log.
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiverOptions {
-    /// Keep each message's payload in its record (the log becomes a durable inbox). Default:
+    /// Keep each message's payload in its record (the log becomes a durable inbox; payloads are
+    /// stored hex-encoded, so that no sender can put bytes shaped like a record in the log).
+    /// Default:
     /// false (only sender, incarnation and sequence number).
     pub keep_payloads: bool,
     /// When records are made durable (`fdatasync`). A record is in the page cache before the
@@ -82,6 +84,28 @@ pub struct GmdReceiver {
     len: u64,
 }
 
+/// Lowercase hex: no byte of the record magic ("GMDR") can appear in it.
+fn to_hex(b: &[u8]) -> Vec<u8> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    b.iter()
+        .flat_map(|x| [DIGITS[usize::from(x >> 4)], DIGITS[usize::from(x & 15)]])
+        .collect()
+}
+
+fn from_hex(h: &[u8]) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    h.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
 fn parse_seen(body: &[u8]) -> Option<Seen> {
     let incarnation = record::u64_at(body, 0)?;
     let seq = record::u64_at(body, 8)?;
@@ -91,7 +115,7 @@ fn parse_seen(body: &[u8]) -> Option<Seen> {
         sender: sender.to_owned(),
         incarnation,
         seq,
-        payload: body[18 + slen..].to_vec(),
+        payload: from_hex(&body[18 + slen..])?,
     })
 }
 
@@ -186,10 +210,12 @@ impl GmdReceiver {
         if self.last_seq(d.sender, d.incarnation) >= Some(d.seq) {
             return Ok(Accepted::Duplicate);
         }
-        let payload: &[u8] = if self.opts.keep_payloads {
-            d.payload
+        // Hex: a payload comes from another process, and its bytes must not be able to look
+        // like a record to the scan that reads the log back after damage.
+        let payload = if self.opts.keep_payloads {
+            to_hex(d.payload)
         } else {
-            &[]
+            Vec::new()
         };
         let rec = record::encode(
             kind::SEEN,
@@ -198,7 +224,7 @@ impl GmdReceiver {
                 &d.seq.to_le_bytes(),
                 &(d.sender.len() as u16).to_le_bytes(),
                 d.sender.as_bytes(),
-                payload,
+                &payload,
             ],
         );
         if let Err(e) = self.file.write_all(&rec) {
@@ -322,5 +348,50 @@ impl GmdReceiver {
 impl Drop for GmdReceiver {
     fn drop(&mut self) {
         let _ = self.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_cannot_plant_a_record_in_the_inbox() {
+        let (dir, _rm) = crate::test_support::tmp("qsim-gmd-rx-unit", "plant");
+        let log = dir.join("inbox");
+        let opts = ReceiverOptions {
+            keep_payloads: true,
+            ..ReceiverOptions::default()
+        };
+        // A payload that is a whole, valid SEEN record claiming seq u64::MAX for "victim".
+        let forged = record::encode(
+            kind::SEEN,
+            &[
+                &7u64.to_le_bytes(),
+                &u64::MAX.to_le_bytes(),
+                &6u16.to_le_bytes(),
+                b"victim",
+            ],
+        );
+        {
+            let mut rx = GmdReceiver::open(&log, opts).unwrap();
+            let d = Delivery {
+                sender: "evil",
+                incarnation: 1,
+                seq: 1,
+                payload: &forged,
+            };
+            assert_eq!(rx.accept(&d).unwrap(), Accepted::New);
+        }
+        // The payload comes back as it was sent.
+        let (seen, _) = GmdReceiver::read_log(&log).unwrap();
+        assert_eq!(seen[0].payload, forged);
+        // Damage the carrier's header: the scan resynchronises, and finds no planted record.
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[9] ^= 1;
+        std::fs::write(&log, &bytes).unwrap();
+        let rx = GmdReceiver::open(&log, opts).unwrap();
+        assert_eq!(rx.last_seq("victim", 7), None);
+        assert!(!rx.damage().is_empty());
     }
 }
