@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use kernel_sim::SystemBuilder;
 use resmgr_examples::cli::{
-    class_member, gmd_client, gmd_server, pair, send, transfer, ClassMemberArgs, GmdClientArgs,
-    GmdServerArgs, PairArgs, SendArgs, TransferArgs,
+    class_member, gmd_client, gmd_server, pair, pair_client, send, transfer, ClassMemberArgs,
+    GmdClientArgs, GmdServerArgs, PairArgs, PairClientArgs, SendArgs, TransferArgs,
 };
 use resmgr_examples::cli::{
     counter_client, counter_server, devices_client, devices_server, echo_client, echo_server,
@@ -168,6 +168,8 @@ enum Example {
     ClassMember(ClassMemberArgs),
     /// A process pair: primary and backup, checkpointing before each reply.
     Pair(PairArgs),
+    /// The process pair's HA client: numbered updates that survive takeovers.
+    PairClient(PairClientArgs),
     /// A transfer between two accounts: a transaction of two steps on a class's shared store.
     Transfer(TransferArgs),
     /// Guaranteed delivery's server: a durable inbox that drops duplicates.
@@ -414,6 +416,7 @@ fn main() -> ExitCode {
         Cmd::Run(Example::HaClient(a)) => ha_client(&a),
         Cmd::Run(Example::ClassMember(a)) => class_member(&a),
         Cmd::Run(Example::Pair(a)) => pair(&a),
+        Cmd::Run(Example::PairClient(a)) => pair_client(&a),
         Cmd::Run(Example::Transfer(a)) => transfer(&a),
         Cmd::Run(Example::GmdServer(a)) => gmd_server(&a),
         Cmd::Run(Example::GmdClient(a)) => gmd_client(&a),

@@ -269,3 +269,83 @@ fn primary_on(
 ) -> Result<(), Errno> {
     primary(sys, name, state, Some(chid), say)
 }
+
+/// What [`client`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientReport {
+    /// Updates acknowledged.
+    pub acked: u32,
+    /// The sum of the amounts acknowledged (what the pair's total must have grown by).
+    pub sum: i64,
+    /// The pair's total at the end, as it answered.
+    pub total: i64,
+    /// Recoveries ha-lib ran on the client's connection (one per takeover it met).
+    pub recoveries: u64,
+}
+
+/// An HA client of pair `name`: sends `count` updates (`add(id, id)`, ids from 1), `pace`
+/// apart, through a `name_open` coid that ha-lib recovers with `Ha::name_reopen` when the
+/// primary dies; checks each reply against the running total it expects from the total
+/// read at the start; `say` reports progress every `count / 10` updates.
+///
+/// # Errors
+///
+/// The errno of the open, of a send that recovery could not save, or `EIO` if a reply is
+/// not the total the client expected (an update lost or applied twice).
+pub fn client(
+    sys: &System,
+    name: &str,
+    count: u32,
+    pace: Duration,
+    say: &dyn Fn(&str),
+) -> Result<ClientReport, Errno> {
+    let ha = ha_lib::Ha::install(sys)?;
+    let coid = sys.name_open(name)?;
+    let n = name.to_owned();
+    ha.attach(
+        coid,
+        move |ha: &ha_lib::Ha, c: Coid, _: &()| ha.name_reopen(c, &n),
+        (),
+        0,
+    )?;
+    let total = |sys: &System| -> Result<i64, Errno> {
+        let mut r = [0u8; 8];
+        sys.msg_send(coid, &get(), &mut r)?;
+        Ok(i64::from_le_bytes(r))
+    };
+    let start = total(sys)?;
+    let mut sum = 0i64;
+    let step = (count / 10).max(1);
+    for id in 1..=count {
+        let mut r = [0u8; 8];
+        sys.msg_send(coid, &add(id, i64::from(id)), &mut r)?;
+        sum += i64::from(id);
+        if i64::from_le_bytes(r) != start + sum {
+            say(&format!(
+                "pair-client: update {id}: the pair answered {}, expected {}",
+                i64::from_le_bytes(r),
+                start + sum
+            ));
+            return Err(Errno::IO);
+        }
+        if id % step == 0 {
+            let rec = ha.counters(coid).map_or(0, |c| c.recoveries);
+            say(&format!(
+                "pair-client: {id} updates acknowledged, total {}, {rec} recoveries",
+                start + sum
+            ));
+        }
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    let end = total(sys)?;
+    let recoveries = ha.counters(coid).map_or(0, |c| c.recoveries);
+    let _ = ha.connect_detach(coid);
+    Ok(ClientReport {
+        acked: count,
+        sum,
+        total: end - start,
+        recoveries,
+    })
+}
