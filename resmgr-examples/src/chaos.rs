@@ -4,10 +4,10 @@
 //! clients' own journals) and from the kernel's introspection view, never from what a process
 //! believes at the end.
 
-use crate::demo::Cleanup;
+use crate::demo::Stage;
 use crate::journal::Journal;
 use kernel_sim::process::ProcessWatch;
-use kernel_sim::{SystemBuilder, NAME_PREFIX};
+use kernel_sim::NAME_PREFIX;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,23 +148,8 @@ struct Client {
 ///
 /// A message if the system, the manager or a process cannot be started.
 pub fn run(opts: &Options, mut progress: impl FnMut(u32, u32)) -> Result<Report, String> {
-    let name = format!("qsim-chaos-{}", std::process::id());
-    let (dir, temp) = match &opts.keep_records {
-        Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(&name), true),
-    };
-    if temp {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let _cleanup = Cleanup {
-        system: name.clone(),
-        dir: temp.then(|| dir.clone()),
-    };
-    let sys = SystemBuilder::new()
-        .name(&name)
-        .create()
-        .map_err(|e| e.to_string())?;
+    let stage = Stage::new("qsim-chaos", opts.keep_records.as_ref())?;
+    let (name, dir, sys) = (&stage.name, &stage.dir, &stage.sys);
     let servers = opts.servers.max(1);
     let mut config = String::new();
     for s in 0..servers {
@@ -177,7 +162,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(u32, u32)) -> Result<Report,
     let cfg = dir.join("ham.toml");
     std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
     let ham_journal = dir.join("ham.journal");
-    let ham_args = crate::ham::owned_manager_args(&name, &cfg, &ham_journal);
+    let ham_args = crate::ham::owned_manager_args(name, &cfg, &ham_journal);
     let mut ham = spawn(
         &ham_args.iter().map(String::as_str).collect::<Vec<_>>(),
         true,
@@ -203,7 +188,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(u32, u32)) -> Result<Report,
                 "run",
                 "ha-client",
                 "--system",
-                &name,
+                name,
                 "--name",
                 &server,
                 "--label",
@@ -348,7 +333,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(u32, u32)) -> Result<Report,
             report.abandoned += sent.difference(&done).count() as u64;
         }
     }
-    report.leaked = leaked(&sys);
+    report.leaked = leaked(sys);
     Ok(report)
 }
 

@@ -72,10 +72,10 @@ impl Drop for Guard {
     }
 }
 
-/// Removes the system (and a temporary directory) on drop (also `qsim chaos`'s).
-pub(crate) struct Cleanup {
-    pub(crate) system: String,
-    pub(crate) dir: Option<PathBuf>,
+/// Removes the system (and a temporary directory) on drop.
+struct Cleanup {
+    system: String,
+    dir: Option<PathBuf>,
 }
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -83,6 +83,58 @@ impl Drop for Cleanup {
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// The stage of a demo (`qsim demo`, `qsim gmd-demo`, `qsim chaos`): a fresh system named
+/// `<prefix>-<pid>` and a directory for the records (`keep`, or a temporary one), both removed
+/// when it is dropped (a kept directory stays).
+pub(crate) struct Stage {
+    /// The system's name.
+    pub(crate) name: String,
+    /// Where the records go.
+    pub(crate) dir: PathBuf,
+    /// The system.
+    pub(crate) sys: kernel_sim::System,
+    _cleanup: Cleanup,
+}
+
+impl Stage {
+    /// Creates the directory and the system.
+    pub(crate) fn new(prefix: &str, keep: Option<&PathBuf>) -> Result<Stage, String> {
+        let name = format!("{prefix}-{}", std::process::id());
+        let (dir, temp) = match keep {
+            Some(d) => (d.clone(), false),
+            None => (std::env::temp_dir().join(&name), true),
+        };
+        if temp {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let cleanup = Cleanup {
+            system: name.clone(),
+            dir: temp.then(|| dir.clone()),
+        };
+        let sys = SystemBuilder::new()
+            .name(&name)
+            .create()
+            .map_err(|e| e.to_string())?;
+        Ok(Stage {
+            name,
+            dir,
+            sys,
+            _cleanup: cleanup,
+        })
+    }
+}
+
+/// Stops an HA manager started with `owned_manager_args` (closing its stdin stops it and the
+/// entities it started), waiting up to 20 s for it to exit; then the guard kills what is left.
+pub(crate) fn stop_manager(mut ham: Guard) {
+    ham.0.stdin.take();
+    let end = Instant::now() + Duration::from_secs(20);
+    while matches!(ham.0.try_wait(), Ok(None)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -134,20 +186,8 @@ pub fn run(opts: &Options, mut say: impl FnMut(&str)) -> Result<Summary, String>
             t0.elapsed().as_secs_f64() * 1e3
         ))
     };
-    let name = format!("qsim-demo-{}", std::process::id());
-    let (dir, temp) = match &opts.keep_records {
-        Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(&name), true),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let _cleanup = Cleanup {
-        system: name.clone(),
-        dir: temp.then(|| dir.clone()),
-    };
-    let sys = SystemBuilder::new()
-        .name(&name)
-        .create()
-        .map_err(|e| e.to_string())?;
+    let stage = Stage::new("qsim-demo", opts.keep_records.as_ref())?;
+    let (name, dir, sys) = (&stage.name, &stage.dir, &stage.sys);
     stamp(&format!("created system {name} (/dev/shm/{name})"));
     let echo_journal = dir.join("echo.journal");
     let ham_journal = dir.join("ham.journal");
@@ -165,8 +205,8 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     let cfg_path = dir.join("ham.toml");
     std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel::<(String, String)>();
-    let ham_args = crate::ham::owned_manager_args(&name, &cfg_path, &ham_journal);
-    let mut ham = spawn(
+    let ham_args = crate::ham::owned_manager_args(name, &cfg_path, &ham_journal);
+    let ham = spawn(
         &ham_args.iter().map(String::as_str).collect::<Vec<_>>(),
         "ham",
         &tx,
@@ -185,7 +225,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     };
     stamp(&format!(
         "the HA manager started the echo server: pid {}",
-        owner(&sys).unwrap_or(0)
+        owner(sys).unwrap_or(0)
     ));
     let mut clients = Vec::new();
     let mut bases = Vec::new();
@@ -203,7 +243,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
                 "run",
                 "ha-client",
                 "--system",
-                &name,
+                name,
                 "--name",
                 "demo-echo",
                 "--label",
@@ -246,7 +286,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let Some(pid) = owner(&sys) else {
+        let Some(pid) = owner(sys) else {
             return Err("the echo server is not running".into());
         };
         if let Ok(w) = ProcessWatch::new(pid) {
@@ -296,12 +336,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
         stamp(&line);
     }
     // Closing its stdin stops the manager, which kills the echo server; then it exits.
-    ham.0.stdin.take();
-    let end = Instant::now() + Duration::from_secs(20);
-    while matches!(ham.0.try_wait(), Ok(None)) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    drop(ham);
+    stop_manager(ham);
     stamp("stopped the HA manager and the echo server");
     // The summary, from the records.
     let mut s = Summary {

@@ -5,10 +5,10 @@
 //! and a summary computed from the server's inbox: every message once, in order, and the
 //! duplicates the server dropped. Then it removes everything it made.
 
-use crate::demo::{spawn, Cleanup, Guard};
+use crate::demo::{spawn, stop_manager, Guard, Stage};
 use ha_lib::gmd::GmdReceiver;
 use kernel_sim::process::ProcessWatch;
-use kernel_sim::{SystemBuilder, NAME_PREFIX};
+use kernel_sim::NAME_PREFIX;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -87,23 +87,8 @@ pub fn run(opts: &Options, mut say: impl FnMut(&str)) -> Result<Summary, String>
             t0.elapsed().as_secs_f64() * 1e3
         ))
     };
-    let name = format!("qsim-demo-gmd-{}", std::process::id());
-    let (dir, temp) = match &opts.keep_records {
-        Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(&name), true),
-    };
-    if temp {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let _cleanup = Cleanup {
-        system: name.clone(),
-        dir: temp.then(|| dir.clone()),
-    };
-    let sys = SystemBuilder::new()
-        .name(&name)
-        .create()
-        .map_err(|e| e.to_string())?;
+    let stage = Stage::new("qsim-demo-gmd", opts.keep_records.as_ref())?;
+    let (name, dir, sys) = (&stage.name, &stage.dir, &stage.sys);
     stamp(&format!("created system {name}"));
     let inbox = dir.join("inbox");
     let area = dir.join("area");
@@ -125,8 +110,8 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
     let cfg_path = dir.join("ham.toml");
     std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel::<(String, String)>();
-    let ham_args = crate::ham::owned_manager_args(&name, &cfg_path, &ham_journal);
-    let mut ham = spawn(
+    let ham_args = crate::ham::owned_manager_args(name, &cfg_path, &ham_journal);
+    let ham = spawn(
         &ham_args.iter().map(String::as_str).collect::<Vec<_>>(),
         "ham",
         &tx,
@@ -153,7 +138,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
         "run",
         "gmd-client",
         "--system",
-        &name,
+        name,
         "--name",
         "demo-gmd",
         "--sender",
@@ -279,12 +264,7 @@ restart = {{ limit = {}, backoff_ms = 20, backoff_max_ms = 200 }}
         }
     }
     // Closing its stdin stops the manager, which stops the server.
-    ham.0.stdin.take();
-    let until = Instant::now() + Duration::from_secs(20);
-    while matches!(ham.0.try_wait(), Ok(None)) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    drop(ham);
+    stop_manager(ham);
     stamp("stopped the HA manager and the GMD server");
     // The summary, from the inbox.
     s.kills = kills_done;

@@ -9,7 +9,7 @@ use qsim_tests::{small_limits, Helper, Scratch, TestSystem, Watchdog};
 use resmgr_examples::examples::class_member;
 use resmgr_examples::journal::Journal;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,44 @@ impl Scene {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+
+    /// Three members of `class` sharing the transaction store in `store`.
+    fn store_members(&self, class: &str, work_us: u64, store: &Path) -> Vec<Helper> {
+        (0..3)
+            .map(|_| self.store_member(class, work_us, store))
+            .collect()
+    }
+
+    fn store_member(&self, class: &str, work_us: u64, store: &Path) -> Helper {
+        self.member_with(class, work_us, &["--store".as_ref(), store.as_os_str()])
+    }
+
+    /// `kills` times, once the journal holds `every` more records of `op`: kills the oldest of
+    /// `members` with `kill -9` and starts a new one with `spawn`.
+    fn kill_in_turn(
+        &self,
+        op: &str,
+        every: usize,
+        kills: usize,
+        members: &mut Vec<Helper>,
+        spawn: impl Fn() -> Helper,
+    ) {
+        for k in 1..=kills {
+            self.wait_for("progress", |r| {
+                r.iter().filter(|(o, _, _)| o == op).count() >= k * every
+            });
+            members.remove(0).kill();
+            members.push(spawn());
+        }
+    }
+}
+
+/// The snapshot of the transaction store in `store`.
+fn store_snapshot(store: &Path) -> ha_lib::tx::Snapshot {
+    ha_lib::tx::TxStore::open(store)
+        .unwrap()
+        .snapshot()
+        .unwrap()
 }
 
 impl Drop for Scene {
@@ -336,10 +374,8 @@ fn a_replayable_dialog_is_replayed_on_a_new_member_and_a_different_reply_aborts_
 fn transactions_take_effect_exactly_once_while_members_are_killed() {
     let _w = Watchdog::new("class_tx", 120);
     let sc = Scene::new("class-tx");
-    let scratch = Scratch::new("class-tx-store");
-    let store = scratch.0.clone();
-    let member = || sc.member_with("bank", 400, &["--store".as_ref(), store.as_os_str()]);
-    let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
+    let store = Scratch::new("class-tx-store");
+    let mut members = sc.store_members("bank", 400, &store.0);
     let class = ServerClass::open(&sc.ts.sys, "bank").unwrap();
     let total = 600u32;
     std::thread::scope(|s| {
@@ -356,20 +392,13 @@ fn transactions_take_effect_exactly_once_while_members_are_killed() {
                     .unwrap_or_else(|e| panic!("transaction {txid}: {e}"));
             }
         });
-        for k in 1..=6u32 {
-            sc.wait_for("progress", |r| {
-                r.iter().filter(|(op, _, _)| op == "tx").count() as u32 >= k * 80
-            });
-            members.remove(0).kill();
-            members.push(member());
-        }
+        sc.kill_in_turn("tx", 80, 6, &mut members, || {
+            sc.store_member("bank", 400, &store.0)
+        });
         sender.join().unwrap();
     });
     // In the shared store: every transaction applied, each exactly once.
-    let snap = ha_lib::tx::TxStore::open(&store)
-        .unwrap()
-        .snapshot()
-        .unwrap();
+    let snap = store_snapshot(&store.0);
     assert_eq!(snap.committed.len() as u32, total);
     let want: i64 = (0..i64::from(total)).sum();
     assert_eq!(snap.state["acct"], want);
@@ -384,10 +413,8 @@ fn transfers_of_several_requests_commit_once_and_one_whose_owner_dies_is_aborted
     use kernel_sim::Errno;
     let _w = Watchdog::new("class_transfers", 180);
     let sc = Scene::new("class-xfer");
-    let scratch = Scratch::new("class-xfer-store");
-    let store = scratch.0.clone();
-    let member = || sc.member_with("xfer", 300, &["--store".as_ref(), store.as_os_str()]);
-    let mut members: Vec<Helper> = (0..3).map(|_| member()).collect();
+    let store = Scratch::new("class-xfer-store");
+    let mut members = sc.store_members("xfer", 300, &store.0);
     let class = ServerClass::open(&sc.ts.sys, "xfer").unwrap();
     // 200 transfers among accounts 0..5 while members are killed: each of the two steps and
     // the commit may be reissued on another member; the store runs each once.
@@ -401,19 +428,12 @@ fn transfers_of_several_requests_commit_once_and_one_whose_owner_dies_is_aborted
                     .unwrap_or_else(|e| panic!("transfer {t}: {e}"));
             }
         });
-        for k in 1..=4usize {
-            sc.wait_for("progress", |r| {
-                r.iter().filter(|(op, _, _)| op == "txop").count() >= k * 100
-            });
-            members.remove(0).kill();
-            members.push(member());
-        }
+        sc.kill_in_turn("txop", 100, 4, &mut members, || {
+            sc.store_member("xfer", 300, &store.0)
+        });
         sender.join().unwrap();
     });
-    let snap = ha_lib::tx::TxStore::open(&store)
-        .unwrap()
-        .snapshot()
-        .unwrap();
+    let snap = store_snapshot(&store.0);
     let mut want = std::collections::BTreeMap::new();
     for t in 1..=total {
         let (from, to, amount) = plan(t);
@@ -452,10 +472,7 @@ fn transfers_of_several_requests_commit_once_and_one_whose_owner_dies_is_aborted
     // The next call on the store aborts the dead client's transaction: its step is undone,
     // and the account is free.
     class_member::transfer(&class, 9003, 7, 9, 1, || {}).unwrap();
-    let snap = ha_lib::tx::TxStore::open(&store)
-        .unwrap()
-        .snapshot()
-        .unwrap();
+    let snap = store_snapshot(&store.0);
     assert_eq!(
         snap.state.get("acct-7"),
         Some(&-1),
