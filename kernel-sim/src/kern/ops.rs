@@ -602,7 +602,27 @@ impl<'a> Kernel<'a> {
             "cleaning up after a dead process"
         );
         self.acting_on(slot, obj_gen(w)).release_locked();
+        self.wake_pending_locked();
         true
+    }
+
+    /// Wakes every thread whose protocol word says it has something to consume (a reply, or a
+    /// message handed to it). A thread moves its peer's word under the channel lock and wakes
+    /// the peer after releasing it (the move clears the waiters bit), so one killed in between
+    /// leaves its peer asleep on a word that says "go": found by `qsim-tests`' random kills,
+    /// a server asleep in RECV_HANDED beside its dead client. Spurious wakes are harmless (a
+    /// woken thread reads its word again), so after a death every such thread is woken.
+    fn wake_pending_locked(&self) {
+        let a = self.a;
+        for s in 0..a.limits().thread_slots() {
+            let Some(ts) = a.thread(s) else { continue };
+            if matches!(
+                proto::state_of(ts.state.load(R)),
+                st::RECV_HANDED | st::REPLIED
+            ) {
+                wake_slot(ts);
+            }
+        }
     }
 
     /// Tears down process slot `slot` if its OS process is gone (what every watcher and every
