@@ -571,6 +571,7 @@ impl<'a> Kernel<'a> {
                 "releasing the record of an earlier image of this pid"
             );
             self.acting_on(i, obj_gen(w)).release_locked();
+            self.wake_pending_locked();
         }
     }
 
